@@ -1,0 +1,184 @@
+package testenv
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// RedisInstall says how to install redis-server and redis-tools.
+const RedisInstall = "install it with: apt-get install -y redis-server redis-tools"
+
+// Redis is a redis-server started by a test on 127.0.0.1 in its own
+// directory. It is stopped when the test ends.
+type Redis struct {
+	Dir  string // the server's working directory (dump.rdb, appendonlydir)
+	Port int
+	cmd  *exec.Cmd
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+// Addr returns host:port.
+func (s *Redis) Addr() string { return fmt.Sprintf("127.0.0.1:%d", s.Port) }
+
+// StartRedis starts redis-server in dir (created if needed) with extra
+// configuration directives such as "appendonly yes". It waits until the
+// server answers PING and loaded its data.
+func StartRedis(t testing.TB, dir string, directives ...string) *Redis {
+	t.Helper()
+	bin := LookPath(t, "redis-server", RedisInstall)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	port := FreePort(t)
+	args := []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
+		"--save", "", "--daemonize", "no", "--logfile", filepath.Join(dir, "redis.log"),
+		"--enable-debug-command", "yes"}
+	for _, d := range directives {
+		f := strings.Fields(d)
+		f[0] = "--" + f[0]
+		args = append(args, f...)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("testenv.StartRedis: %v", err)
+	}
+	s := &Redis{Dir: dir, Port: port, cmd: cmd}
+	t.Cleanup(s.Stop)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if err := s.dial(); err == nil {
+			if v, err := s.Do("PING"); err == nil && v == "PONG" {
+				return s
+			}
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(dir, "redis.log"))
+			t.Fatalf("testenv.StartRedis: redis-server did not answer on port %d; log:\n%s", port, log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (s *Redis) dial() error {
+	if s.conn != nil {
+		s.conn.Close()
+	}
+	c, err := net.DialTimeout("tcp", s.Addr(), time.Second)
+	if err != nil {
+		return err
+	}
+	s.conn, s.r = c, bufio.NewReader(c)
+	return nil
+}
+
+// Stop shuts the server down without saving and waits for it to exit.
+func (s *Redis) Stop() {
+	if s.cmd == nil || s.cmd.Process == nil || s.cmd.ProcessState != nil {
+		return
+	}
+	if s.conn != nil {
+		s.Do("SHUTDOWN", "NOSAVE")
+		s.conn.Close()
+	}
+	done := make(chan struct{})
+	go func() { s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		s.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// MustDo runs a command and fails the test on error.
+func (s *Redis) MustDo(t testing.TB, args ...string) any {
+	t.Helper()
+	v, err := s.Do(args...)
+	if err != nil {
+		t.Fatalf("redis %v: %v", args, err)
+	}
+	return v
+}
+
+// Do sends one command and returns its reply: string for simple and bulk
+// strings, int64 for integers, []any for arrays, nil for a null reply, and an
+// error for an error reply.
+func (s *Redis) Do(args ...string) (any, error) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	s.conn.SetDeadline(time.Now().Add(120 * time.Second))
+	if _, err := io.WriteString(s.conn, b.String()); err != nil {
+		return nil, err
+	}
+	return readReply(s.r)
+}
+
+func readReply(r *bufio.Reader) (any, error) {
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return nil, err
+	}
+	line = strings.TrimRight(line, "\r\n")
+	if line == "" {
+		return nil, errors.New("testenv: empty reply line")
+	}
+	switch line[0] {
+	case '+':
+		return line[1:], nil
+	case '-':
+		return nil, errors.New(line[1:])
+	case ':':
+		return strconv.ParseInt(line[1:], 10, 64)
+	case '$':
+		n, _ := strconv.Atoi(line[1:])
+		if n < 0 {
+			return nil, nil
+		}
+		buf := make([]byte, n+2)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return nil, err
+		}
+		return string(buf[:n]), nil
+	case '*':
+		n, _ := strconv.Atoi(line[1:])
+		if n < 0 {
+			return nil, nil
+		}
+		out := make([]any, n)
+		for i := range out {
+			if out[i], err = readReply(r); err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("testenv: unexpected reply %q", line)
+}
+
+// Digest returns DEBUG DIGEST: a hash of the whole dataset.
+func (s *Redis) Digest(t testing.TB) string {
+	t.Helper()
+	return s.MustDo(t, "DEBUG", "DIGEST").(string)
+}
+
+// Save runs SAVE and returns the path of the RDB file it wrote.
+func (s *Redis) Save(t testing.TB) string {
+	t.Helper()
+	s.MustDo(t, "SAVE")
+	return filepath.Join(s.Dir, "dump.rdb")
+}

@@ -1,0 +1,187 @@
+package kek
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/cachecrypt/cachecrypt/internal/atomicfile"
+	"github.com/tink-crypto/tink-go/v2/aead"
+	"github.com/tink-crypto/tink-go/v2/insecurecleartextkeyset"
+	"github.com/tink-crypto/tink-go/v2/keyset"
+	"github.com/tink-crypto/tink-go/v2/tink"
+)
+
+// AlgorithmMMK is the wrapping algorithm of the MMK: Tink AEAD with
+// AES-256-GCM keys, ciphertexts prefixed with the Tink key id.
+const AlgorithmMMK = "TINK-AES256-GCM"
+
+// mmkAssociatedData binds MMK ciphertexts to their use.
+var mmkAssociatedData = []byte("cachecrypt mmk wrap v1")
+
+// MMK is the platform-managed key: a Tink AES-256-GCM keyset with one primary
+// key and any number of older keys, so the platform can rotate it while keys
+// wrapped under older versions keep unwrapping. It needs no setup: LoadMMK
+// creates the key file on first use.
+//
+// An MMK is safe for concurrent use.
+type MMK struct {
+	name string // stable name of the platform key, part of every key id
+	path string // key file, or "" for an MMK held only in memory
+
+	mu     sync.RWMutex
+	handle *keyset.Handle
+	aead   tink.AEAD
+}
+
+// NewMMK generates a new platform key held only in memory. Name identifies
+// it in descriptors; use Keyset to persist it.
+func NewMMK(name string) (*MMK, error) {
+	h, err := keyset.NewHandle(aead.AES256GCMKeyTemplate())
+	if err != nil {
+		return nil, fmt.Errorf("kek.NewMMK: %w", err)
+	}
+	return newMMK(name, "", h)
+}
+
+// ParseMMK loads a platform key from a serialized Tink keyset (binary
+// protobuf, as written by Keyset).
+func ParseMMK(name string, serialized []byte) (*MMK, error) {
+	h, err := insecurecleartextkeyset.Read(keyset.NewBinaryReader(bytes.NewReader(serialized)))
+	if err != nil {
+		return nil, fmt.Errorf("kek.ParseMMK: keyset is not a valid Tink keyset: %w", err)
+	}
+	return newMMK(name, "", h)
+}
+
+// LoadMMK loads the platform key kept in path, creating it with mode 0600 if
+// the file does not exist. The key's name is the file's base name without
+// extension. The file holds key material: keep it on the platform's protected
+// disk and out of backups that leave it.
+func LoadMMK(path string) (*MMK, error) {
+	name := filepath.Base(path)
+	name = name[:len(name)-len(filepath.Ext(name))]
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		m, err := NewMMK(name)
+		if err != nil {
+			return nil, err
+		}
+		m.path = path
+		if err := m.save(); err != nil {
+			return nil, fmt.Errorf("kek.LoadMMK: %w", err)
+		}
+		return m, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kek.LoadMMK: %w", err)
+	}
+	m, err := ParseMMK(name, data)
+	if err != nil {
+		return nil, fmt.Errorf("kek.LoadMMK: %s: %w", path, err)
+	}
+	m.path = path
+	return m, nil
+}
+
+func newMMK(name, path string, h *keyset.Handle) (*MMK, error) {
+	a, err := aead.New(h)
+	if err != nil {
+		return nil, fmt.Errorf("kek: MMK keyset is not an AEAD keyset: %w", err)
+	}
+	return &MMK{name: name, path: path, handle: h, aead: a}, nil
+}
+
+// Keyset returns the serialized keyset (binary protobuf). It is secret.
+func (m *MMK) Keyset() []byte {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var buf bytes.Buffer
+	if err := insecurecleartextkeyset.Write(m.handle, keyset.NewBinaryWriter(&buf)); err != nil {
+		panic("kek: serializing a valid keyset failed: " + err.Error())
+	}
+	return buf.Bytes()
+}
+
+func (m *MMK) save() error {
+	if m.path == "" {
+		return nil
+	}
+	if err := atomicfile.WriteFile(atomicfile.OS, m.path, m.Keyset(), 0o600); err != nil {
+		return fmt.Errorf("save platform key %s: %w", m.path, err)
+	}
+	return nil
+}
+
+// Descriptor returns the descriptor of the current primary key version.
+func (m *MMK) Descriptor() Descriptor {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.descriptor()
+}
+
+func (m *MMK) descriptor() Descriptor {
+	id := m.handle.KeysetInfo().GetPrimaryKeyId()
+	return Descriptor{Kind: KindMMK, KeyID: fmt.Sprintf("mmk/%s/%08x", m.name, id), Algorithm: AlgorithmMMK}
+}
+
+// Rotate adds a new primary key version. Keys wrapped under older versions
+// keep unwrapping. A file-backed MMK saves the new keyset atomically.
+func (m *MMK) Rotate() (Descriptor, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	mgr := keyset.NewManagerFromHandle(m.handle)
+	id, err := mgr.Add(aead.AES256GCMKeyTemplate())
+	if err == nil {
+		err = mgr.SetPrimary(id)
+	}
+	h, herr := mgr.Handle()
+	if err == nil {
+		err = herr
+	}
+	if err != nil {
+		return Descriptor{}, fmt.Errorf("kek.MMK.Rotate: %w", err)
+	}
+	a, err := aead.New(h)
+	if err != nil {
+		return Descriptor{}, fmt.Errorf("kek.MMK.Rotate: %w", err)
+	}
+	old, oldAEAD := m.handle, m.aead
+	m.handle, m.aead = h, a
+	if err := m.save(); err != nil {
+		m.handle, m.aead = old, oldAEAD
+		return Descriptor{}, fmt.Errorf("kek.MMK.Rotate: %w", err)
+	}
+	return m.descriptor(), nil
+}
+
+// Wrap seals key under the primary key version.
+func (m *MMK) Wrap(_ context.Context, key []byte) (Wrapped, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	ct, err := m.aead.Encrypt(key, mmkAssociatedData)
+	if err != nil {
+		return Wrapped{}, fmt.Errorf("kek.MMK.Wrap: %w", err)
+	}
+	return Wrapped{Descriptor: m.descriptor(), Ciphertext: ct}, nil
+}
+
+// Unwrap opens a key wrapped by this MMK under any of its key versions.
+func (m *MMK) Unwrap(_ context.Context, w Wrapped) ([]byte, error) {
+	prefix := fmt.Sprintf("mmk/%s/", m.name)
+	if w.Kind != KindMMK || len(w.KeyID) <= len(prefix) || w.KeyID[:len(prefix)] != prefix {
+		return nil, fmt.Errorf("kek.MMK.Unwrap: wrapped by %s, not by platform key %q: %w", w.Descriptor, m.name, ErrKeyMismatch)
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	key, err := m.aead.Decrypt(w.Ciphertext, mmkAssociatedData)
+	if err != nil {
+		return nil, fmt.Errorf("kek.MMK.Unwrap: %s: %w", w.Descriptor, ErrUnwrap)
+	}
+	return key, nil
+}
