@@ -245,6 +245,12 @@ func newStore(dev Device, size int64, o Options) (*Store, error) {
 	var sid [8]byte
 	rand.Read(key) // never fails (crypto/rand panics rather than return short)
 	rand.Read(sid[:])
+	return newStoreKey(dev, lay, key, binary.BigEndian.Uint64(sid[:]))
+}
+
+// newStoreKey builds a store with the given key and session id; tests use it
+// to check the committed test vector.
+func newStoreKey(dev Device, lay layout, key []byte, session uint64) (*Store, error) {
 	block, err := aes.NewCipher(key)
 	if err != nil {
 		return nil, err
@@ -262,7 +268,7 @@ func newStore(dev Device, size int64, o Options) (*Store, error) {
 		lay:     lay,
 		aead:    aead,
 		key:     key,
-		session: binary.BigEndian.Uint64(sid[:]),
+		session: session,
 		stripes: make([]stripe, nstripes),
 		gens:    make([]uint64, lay.pages),
 	}
