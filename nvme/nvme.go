@@ -23,6 +23,7 @@
 package nvme
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -165,8 +166,9 @@ type scratch struct {
 }
 
 // Open opens or creates the file or block device at path as a page store,
-// with a fresh key. Whatever the device held before is discarded: earlier
-// pages read as ErrNotWritten. A regular file is grown to hold opts.Pages
+// with a fresh key. Whatever the store held before is discarded: earlier
+// pages read as ErrNotWritten. A device that is neither blank nor a page
+// store is refused, so a mistyped path cannot clobber another file. A regular file is grown to hold opts.Pages
 // pages; a block device must be large enough. The store owns the file and
 // closes it on Close.
 func Open(path string, opts *Options) (*Store, error) {
@@ -178,7 +180,11 @@ func Open(path string, opts *Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nvme.Open: %w", err)
 	}
-	size, err := f.Seek(0, io.SeekEnd)
+	err = checkForeign(f)
+	var size int64
+	if err == nil {
+		size, err = f.Seek(0, io.SeekEnd)
+	}
 	if err == nil && o.Pages > 0 {
 		need := newLayout(o.PageSize, o.Pages).size()
 		if size < need {
@@ -248,6 +254,20 @@ func newStore(dev Device, size int64, o Options) (*Store, error) {
 	return newStoreKey(dev, lay, key, binary.BigEndian.Uint64(sid[:]))
 }
 
+// checkForeign refuses a device whose first bytes are neither blank nor a
+// page store header, so a mistyped path never clobbers another file.
+func checkForeign(dev Device) error {
+	h := make([]byte, headerSize)
+	n, err := dev.ReadAt(h, 0)
+	if err != nil && n < len(h) && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("read header: %w", err)
+	}
+	if string(h[:len(magic)]) == magic || bytes.Count(h[:n], []byte{0}) == n {
+		return nil
+	}
+	return errors.New("device holds data that is not an nvme page store (no " + magic + " header); refusing to overwrite it: point at a dedicated file or device, or zero its first block")
+}
+
 // newStoreKey builds a store with the given key and session id; tests use it
 // to check the committed test vector.
 func newStoreKey(dev Device, lay layout, key []byte, session uint64) (*Store, error) {
@@ -257,6 +277,9 @@ func newStoreKey(dev Device, lay layout, key []byte, session uint64) (*Store, er
 	}
 	aead, err := cipher.NewGCM(block)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkForeign(dev); err != nil {
 		return nil, err
 	}
 	if _, err := dev.WriteAt(lay.header(), 0); err != nil {

@@ -266,6 +266,21 @@ func TestOpenErrors(t *testing.T) {
 	}
 }
 
+func TestOpenRefusesForeignFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dump.rdb")
+	data := append([]byte("REDIS0011"), make([]byte, 100)...) // smaller than the store: must not be grown
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := nvme.Open(path, &nvme.Options{Pages: 4})
+	if err == nil || !strings.Contains(err.Error(), "not an nvme page store") {
+		t.Fatalf("Open of a foreign file = %v; want a refusal", err)
+	}
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, data) {
+		t.Fatal("Open changed a foreign file")
+	}
+}
+
 func TestCloseThenUse(t *testing.T) {
 	s, _ := openFile(t, 2)
 	ps := s.PageSize()
