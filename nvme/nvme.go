@@ -134,6 +134,7 @@ func checkOptionKEK(k kek.KEK) error {
 // error.
 type Store struct {
 	dev      Device
+	name     string   // path, or "device", for errors
 	file     *os.File // non-nil when the store owns the device (Open)
 	lay      layout
 	aead     cipher.AEAD
@@ -203,7 +204,7 @@ func Open(path string, opts *Options) (*Store, error) {
 		f.Close()
 		return nil, fmt.Errorf("nvme.Open: %s: %w", path, err)
 	}
-	s.file = f
+	s.file, s.name = f, path
 	return s, nil
 }
 
@@ -288,6 +289,7 @@ func newStoreKey(dev Device, lay layout, key []byte, session uint64) (*Store, er
 	nstripes := min(int64(1024), lay.pages)
 	s := &Store{
 		dev:     dev,
+		name:    "device",
 		lay:     lay,
 		aead:    aead,
 		key:     key,
@@ -309,10 +311,10 @@ func (s *Store) stripe(page int64) *stripe { return &s.stripes[page%int64(len(s.
 
 func (s *Store) checkPage(op string, page int64, n int) error {
 	if page < 0 || page >= s.lay.pages {
-		return fmt.Errorf("nvme.%s: page %d outside the store's %d pages: %w", op, page, s.lay.pages, ErrPageRange)
+		return fmt.Errorf("nvme.%s: %s: page %d outside the store's %d pages: %w", op, s.name, page, s.lay.pages, ErrPageRange)
 	}
 	if n != s.lay.pageSize {
-		return fmt.Errorf("nvme.%s: buffer of %d bytes, want exactly one page of %d: %w", op, n, s.lay.pageSize, ErrPageRange)
+		return fmt.Errorf("nvme.%s: %s: buffer of %d bytes, want exactly one page of %d: %w", op, s.name, n, s.lay.pageSize, ErrPageRange)
 	}
 	return nil
 }
@@ -332,7 +334,7 @@ func (s *Store) WritePage(page int64, p []byte) error {
 	st.Lock()
 	defer st.Unlock()
 	if s.closed {
-		return fmt.Errorf("nvme.WritePage: page %d: %w", page, ErrClosed)
+		return fmt.Errorf("nvme.WritePage: %s: page %d: %w", s.name, page, ErrClosed)
 	}
 	gen := s.gens[page] + 1
 	ctr := s.nextCounter(sc)
@@ -340,10 +342,10 @@ func (s *Store) WritePage(page int64, p []byte) error {
 	sealed := s.aead.Seal(sc.buf[:0], sc.setNonce(ctr), p, sc.setAD(s.session, page, gen))
 	sc.setRecord(sealed[s.lay.pageSize:], ctr, s.session)
 	if _, err := s.dev.WriteAt(sealed[:s.lay.pageSize], s.lay.dataOffset(page)); err != nil {
-		return fmt.Errorf("nvme.WritePage: page %d: write data: %w", page, err)
+		return fmt.Errorf("nvme.WritePage: %s: page %d: write data: %w", s.name, page, err)
 	}
 	if _, err := s.dev.WriteAt(sc.rec[:], s.lay.recordOffset(page)); err != nil {
-		return fmt.Errorf("nvme.WritePage: page %d: write metadata: %w", page, err)
+		return fmt.Errorf("nvme.WritePage: %s: page %d: write metadata: %w", s.name, page, err)
 	}
 	s.gens[page] = gen
 	return nil
@@ -378,30 +380,30 @@ func (s *Store) ReadPage(page int64, p []byte) error {
 	st.RLock()
 	defer st.RUnlock()
 	if s.closed {
-		return fmt.Errorf("nvme.ReadPage: page %d: %w", page, ErrClosed)
+		return fmt.Errorf("nvme.ReadPage: %s: page %d: %w", s.name, page, ErrClosed)
 	}
 	gen := s.gens[page]
 	if gen == 0 {
-		return fmt.Errorf("nvme.ReadPage: page %d: %w", page, ErrNotWritten)
+		return fmt.Errorf("nvme.ReadPage: %s: page %d (flash pages do not survive a restart; treat as a cache miss): %w", s.name, page, ErrNotWritten)
 	}
 	if err := readFull(s.dev, sc.rec[:], s.lay.recordOffset(page)); err != nil {
-		return fmt.Errorf("nvme.ReadPage: page %d: read metadata: %w", page, err)
+		return fmt.Errorf("nvme.ReadPage: %s: page %d: read metadata: %w", s.name, page, err)
 	}
 	ctr, sid := sc.record()
 	switch {
 	case ctr == 0:
-		return fmt.Errorf("nvme.ReadPage: page %d: metadata erased although the page was written in this session: %w", page, ErrAuthentication)
+		return fmt.Errorf("nvme.ReadPage: %s: page %d: metadata erased although the page was written in this session: %w", s.name, page, ErrAuthentication)
 	case sid != s.session:
-		return fmt.Errorf("nvme.ReadPage: page %d: metadata of another session although the page was written in this one: %w", page, ErrAuthentication)
+		return fmt.Errorf("nvme.ReadPage: %s: page %d: metadata of another session although the page was written in this one: %w", s.name, page, ErrAuthentication)
 	}
 	buf := sc.buf[:s.lay.pageSize+tagSize]
 	if err := readFull(s.dev, buf[:s.lay.pageSize], s.lay.dataOffset(page)); err != nil {
-		return fmt.Errorf("nvme.ReadPage: page %d: read data: %w", page, err)
+		return fmt.Errorf("nvme.ReadPage: %s: page %d: read data: %w", s.name, page, err)
 	}
 	copy(buf[s.lay.pageSize:], sc.rec[:tagSize])
 	if _, err := s.aead.Open(p[:0], sc.setNonce(ctr), buf, sc.setAD(s.session, page, gen)); err != nil {
 		clear(p)
-		return fmt.Errorf("nvme.ReadPage: page %d (generation %d): bit flip, page moved from another slot or older version replayed: %w", page, gen, ErrAuthentication)
+		return fmt.Errorf("nvme.ReadPage: %s: page %d (generation %d): bit flip, page moved from another slot or older version replayed; the value is lost, treat as a cache miss and check the device: %w", s.name, page, gen, ErrAuthentication)
 	}
 	return nil
 }
@@ -438,7 +440,7 @@ func (s *Store) WriteAt(p []byte, off int64) (int, error) {
 func (s *Store) pages(op string, p []byte, off int64, do func(int64, []byte) error) (int, error) {
 	ps := int64(s.lay.pageSize)
 	if off < 0 || off%ps != 0 || int64(len(p))%ps != 0 {
-		return 0, fmt.Errorf("nvme.%s: offset %d and length %d must be multiples of the %d-byte page: %w", op, off, len(p), ps, ErrPageRange)
+		return 0, fmt.Errorf("nvme.%s: %s: offset %d and length %d must be multiples of the %d-byte page: %w", op, s.name, off, len(p), ps, ErrPageRange)
 	}
 	n := 0
 	for page := off / ps; n < len(p); page++ {
@@ -446,7 +448,7 @@ func (s *Store) pages(op string, p []byte, off int64, do func(int64, []byte) err
 			if op == "ReadAt" {
 				return n, io.EOF
 			}
-			return n, fmt.Errorf("nvme.%s: page %d outside the store's %d pages: %w", op, page, s.lay.pages, ErrPageRange)
+			return n, fmt.Errorf("nvme.%s: %s: page %d outside the store's %d pages: %w", op, s.name, page, s.lay.pages, ErrPageRange)
 		}
 		if err := do(page, p[n:n+int(ps)]); err != nil {
 			return n, err
