@@ -110,21 +110,24 @@ func CheckKEK(d kek.Descriptor) error {
 	if d == (kek.Descriptor{}) || d.Kind == kek.KindMMK {
 		return nil
 	}
-	return fmt.Errorf("nvme.CheckKEK: %s cannot protect the NVMe flash disk: its data is ephemeral and its page key lives only in memory, is never wrapped and dies with the process, so only the platform-managed key (MMK) is supported; remove the customer-managed key from the flash disk's configuration: %w", d, kek.ErrUnsupported)
+	return fmt.Errorf("nvme.CheckKEK: %w", unsupported(d.String()))
+}
+
+func unsupported(what string) error {
+	return fmt.Errorf("%s cannot protect the NVMe flash disk: its data is ephemeral and its page key lives only in memory, is never wrapped and dies with the process, so only the platform-managed key (MMK) is supported; remove this key from the flash disk's configuration and leave the default: %w", what, kek.ErrUnsupported)
 }
 
 func checkOptionKEK(k kek.KEK) error {
 	if k == nil {
 		return nil
 	}
-	d, ok := k.(interface{ Descriptor() kek.Descriptor })
-	if !ok {
-		return fmt.Errorf("nvme.Open: a %T cannot protect the NVMe flash disk: its data is ephemeral and only the platform-managed key (MMK) is supported; leave Options.KEK nil: %w", k, kek.ErrUnsupported)
+	if d, ok := k.(interface{ Descriptor() kek.Descriptor }); ok && d.Descriptor().Kind == kek.KindMMK {
+		return nil
 	}
-	if err := CheckKEK(d.Descriptor()); err != nil {
-		return fmt.Errorf("nvme.Open: %w", err)
+	if d, ok := k.(interface{ Descriptor() kek.Descriptor }); ok {
+		return fmt.Errorf("Options.KEK: %w", unsupported(d.Descriptor().String()))
 	}
-	return nil
+	return fmt.Errorf("Options.KEK: %w", unsupported(fmt.Sprintf("a %T", k)))
 }
 
 // Store is an encrypted page store over a Device. Its methods are safe for
@@ -169,9 +172,9 @@ type scratch struct {
 // Open opens or creates the file or block device at path as a page store,
 // with a fresh key. Whatever the store held before is discarded: earlier
 // pages read as ErrNotWritten. A device that is neither blank nor a page
-// store is refused, so a mistyped path cannot clobber another file. A regular file is grown to hold opts.Pages
-// pages; a block device must be large enough. The store owns the file and
-// closes it on Close.
+// store is refused, so a mistyped path cannot clobber another file. A
+// regular file is grown to hold opts.Pages pages; a block device must be
+// large enough. The store owns the file and closes it on Close.
 func Open(path string, opts *Options) (*Store, error) {
 	o, err := opts.normalize()
 	if err != nil {
