@@ -26,7 +26,8 @@ var (
 // wins, and a Get concurrent with them returns the old or the new value,
 // whole.
 type Spill struct {
-	s *Store
+	s     *Store
+	pages sync.Pool // *[]byte of one page, for partial pages
 
 	mu    sync.RWMutex
 	index map[string]*extent
@@ -85,21 +86,28 @@ func (sp *Spill) Put(key string, value []byte) error {
 
 func (sp *Spill) writePages(pages []int64, value []byte) error {
 	ps := sp.s.PageSize()
-	var last []byte
 	for i, page := range pages {
 		chunk := value[i*ps : min(len(value), (i+1)*ps)]
-		if len(chunk) < ps {
-			if last == nil {
-				last = make([]byte, ps)
-			}
-			copy(last, chunk)
-			chunk = last
+		if len(chunk) < ps { // last page: zero-padded copy
+			buf := sp.page()
+			defer sp.pages.Put(buf)
+			clear((*buf)[copy(*buf, chunk):])
+			chunk = *buf
 		}
 		if err := sp.s.WritePage(page, chunk); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// page returns a page-sized buffer from the pool.
+func (sp *Spill) page() *[]byte {
+	if b, ok := sp.pages.Get().(*[]byte); ok {
+		return b
+	}
+	b := make([]byte, sp.s.PageSize())
+	return &b
 }
 
 // Get returns a copy of the value stored under key, or an error matching
@@ -128,15 +136,28 @@ func (sp *Spill) Get(key string) ([]byte, error) {
 	}
 }
 
+// readPages reads a value into a buffer of exactly its length: whole pages
+// straight into it, the last partial page through a pooled page.
 func (sp *Spill) readPages(e *extent) ([]byte, error) {
 	ps := sp.s.PageSize()
-	v := make([]byte, len(e.pages)*ps)
+	v := make([]byte, e.n)
 	for i, page := range e.pages {
-		if err := sp.s.ReadPage(page, v[i*ps:(i+1)*ps]); err != nil {
+		if (i+1)*ps <= e.n {
+			if err := sp.s.ReadPage(page, v[i*ps:(i+1)*ps]); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		buf := sp.page()
+		err := sp.s.ReadPage(page, *buf)
+		copy(v[i*ps:], *buf)
+		clear(*buf)
+		sp.pages.Put(buf)
+		if err != nil {
 			return nil, err
 		}
 	}
-	return v[:e.n:e.n], nil
+	return v, nil
 }
 
 // Delete removes key and frees its pages. Deleting a missing key fails with
