@@ -2,9 +2,15 @@ module github.com/cachecrypt/cachecrypt
 
 go 1.26
 
-require github.com/tink-crypto/tink-go/v2 v2.9.0
+require (
+	github.com/ThalesGroup/crypto11 v1.6.2
+	github.com/miekg/pkcs11 v1.1.2
+	github.com/tink-crypto/tink-go/v2 v2.9.0
+)
 
 require (
+	github.com/pkg/errors v0.9.1 // indirect
+	github.com/thales-e-security/pool v0.0.2 // indirect
 	golang.org/x/crypto v0.53.0 // indirect
 	golang.org/x/sys v0.46.0 // indirect
 	google.golang.org/protobuf v1.36.11 // indirect
