@@ -154,3 +154,52 @@ func randomPIN() string {
 	rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// pkcs11SpyModules are the places Debian installs OpenSC's pkcs11-spy, a
+// PKCS#11 module that logs every call and forwards it to the real module.
+var pkcs11SpyModules = []string{
+	"/usr/lib/x86_64-linux-gnu/pkcs11-spy.so",
+	"/usr/lib/aarch64-linux-gnu/pkcs11-spy.so",
+	"/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so",
+}
+
+// SpyURI is URI with module-path pointing at OpenSC's pkcs11-spy in front
+// of SoftHSM, so a test can count the PKCS#11 calls (such as C_Login) a
+// client makes. It returns the URI and the spy's log file. The spy logs PINs:
+// use it only with this test's throwaway token.
+func (h *SoftHSM) SpyURI(t testing.TB, object string, id []byte) (uri, log string) {
+	t.Helper()
+	spy := ""
+	for _, p := range pkcs11SpyModules {
+		if _, err := os.Stat(p); err == nil {
+			spy = p
+			break
+		}
+	}
+	if spy == "" {
+		Missing(t, "pkcs11-spy (OpenSC)", "install it with: apt-get install -y opensc-pkcs11")
+	}
+	log = filepath.Join(h.dir, "pkcs11-spy.log")
+	sv := t.(interface{ Setenv(k, v string) })
+	sv.Setenv("PKCS11SPY", h.Module)
+	sv.Setenv("PKCS11SPY_OUTPUT", log)
+	return strings.Replace(h.URI(object, id), "module-path="+h.Module, "module-path="+spy, 1), log
+}
+
+// CountCalls returns how many times the spy log records a call to fn, such
+// as "C_Login".
+func CountCalls(t testing.TB, log, fn string) int {
+	t.Helper()
+	b, err := os.ReadFile(log)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatalf("testenv.CountCalls: %v", err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[1] == fn {
+			n++
+		}
+	}
+	return n
+}

@@ -418,6 +418,9 @@ func (k *KEK) connection() (*conn, error) {
 		return nil, k.pinErr
 	}
 	if err != nil {
+		if !errors.Is(err, ErrTokenRemoved) {
+			err = fmt.Errorf("%w: %w", err, ErrTokenRemoved)
+		}
 		return nil, fmt.Errorf("reconnect after the token went away: %w", err)
 	}
 	id, err := keyID(c, &k.uri, c.key.Public().(*rsa.PublicKey))

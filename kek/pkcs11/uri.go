@@ -252,7 +252,7 @@ func (u *URI) path() string {
 		p = append(p, "object="+escape([]byte(u.Object), pathChars))
 	}
 	if len(u.ID) > 0 {
-		p = append(p, "id="+escape(u.ID, ""))
+		p = append(p, "id="+hexEscape(u.ID))
 	}
 	return "pkcs11:" + strings.Join(p, ";")
 }
@@ -319,6 +319,15 @@ func escape(v []byte, allowed string) string {
 		} else {
 			fmt.Fprintf(&b, "%%%02X", c)
 		}
+	}
+	return b.String()
+}
+
+// hexEscape percent-encodes every byte, as RFC 7512 recommends for id.
+func hexEscape(v []byte) string {
+	var b strings.Builder
+	for _, c := range v {
+		fmt.Fprintf(&b, "%%%02X", c)
 	}
 	return b.String()
 }
