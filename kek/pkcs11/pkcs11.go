@@ -17,6 +17,32 @@
 // SHA-1 unless WithOAEPHash fixes the choice. The hash is recorded in every
 // wrapped key's Descriptor.Algorithm, and Unwrap always uses the recorded
 // one.
+//
+// The descriptor's KeyID is the canonical URI path of the key as the token
+// stores it (token label or serial, the key's CKA_LABEL and CKA_ID) plus
+// ";x-spki-sha256=" and the first 16 bytes, in hex, of the SHA-256 of the
+// public key's PKIX encoding: a key regenerated under the same label and id
+// is another key, and Unwrap reports kek.ErrKeyMismatch for it without a
+// token call. The KeyID never holds the module path or the PIN source.
+//
+// # Failures
+//
+// Open logs in exactly once. A refused PIN (ErrPINIncorrect) is never
+// retried, because real HSMs lock the user after a few failures. When the
+// token goes away under an open KEK (pulled out, deleted, reinitialised),
+// Unwrap fails with ErrTokenRemoved, a kek.ErrUnavailable; each later Unwrap
+// makes one reconnect attempt (one login, serialised between goroutines)
+// until the token is back. A reconnect whose login is refused latches
+// ErrPINIncorrect: the KEK never logs in again and must be reopened. A
+// reconnect that finds another key under the URI fails with
+// kek.ErrKeyMismatch.
+//
+// crypto11 loads a module once per process and shares it between KEKs.
+// SoftHSM2 only sees a restored token after the module is reinitialised,
+// which happens once every KEK using the module has dropped its connection:
+// until then, a KEK whose sibling has not yet seen the loss keeps reporting
+// ErrTokenRemoved (see TestTokenRemovedTwoKEKs). Whether another module
+// sees a returning token without being reinitialised depends on the module.
 package pkcs11
 
 import (
@@ -389,6 +415,9 @@ func (k *KEK) unwrap(ctx context.Context, w kek.Wrapped) ([]byte, error) {
 	}
 	key, err := c.key.Decrypt(nil, w.Ciphertext, &rsa.OAEPOptions{Hash: h})
 	if err != nil {
+		if k.isClosed() {
+			return nil, ErrClosed // Close won the race with this call
+		}
 		err = classify(err)
 		if errors.Is(err, ErrTokenRemoved) {
 			k.drop(c)
@@ -447,6 +476,12 @@ func (k *KEK) drop(c *conn) {
 		k.conn = nil
 		c.ctx.Close() // waits for in-flight calls to return their sessions
 	}
+}
+
+func (k *KEK) isClosed() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.closed
 }
 
 // Close logs out and releases the module. Unwraps in flight finish first;

@@ -427,3 +427,88 @@ func copyDir(t testing.TB, from, to string) {
 	t.Helper()
 	require.NoError(t, os.CopyFS(to, os.DirFS(from)))
 }
+
+// TestTokenRemovedTwoKEKs documents a limit of SoftHSM: the module is loaded
+// once per process and only rescans its tokens when reinitialised, which
+// happens when every KEK using it has dropped its connection. After the
+// token returns, a KEK keeps failing with ErrTokenRemoved until every other
+// KEK on the same module has seen the loss too; then all reconnect.
+func TestTokenRemovedTwoKEKs(t *testing.T) {
+	h := newToken(t)
+	k1 := generate(t, h, "kek", []byte{1}, 2048)
+	k2, err := pkcs11.Open(ctx, h.URI("kek", []byte{1}))
+	require.NoError(t, err)
+	defer k2.Close()
+	dek := randomDEK(t)
+	w, err := k1.Wrap(ctx, dek)
+	require.NoError(t, err)
+	backup := t.TempDir()
+	copyDir(t, h.TokenDir, backup)
+
+	h.DeleteToken(t, h.Label)
+	_, err = k1.Unwrap(ctx, w)
+	require.ErrorIs(t, err, pkcs11.ErrTokenRemoved)
+	copyDir(t, backup, h.TokenDir)
+	_, err = k1.Unwrap(ctx, w)
+	require.ErrorIs(t, err, pkcs11.ErrTokenRemoved, "k2 still holds the module: no rescan yet")
+	_, err = k2.Unwrap(ctx, w)
+	require.ErrorIs(t, err, pkcs11.ErrTokenRemoved)
+	for _, k := range []*pkcs11.KEK{k2, k1} {
+		got, err := k.Unwrap(ctx, w)
+		require.NoError(t, err)
+		require.Equal(t, dek, got)
+	}
+}
+
+func TestCanceledContext(t *testing.T) {
+	h := newToken(t)
+	k := generate(t, h, "kek", []byte{1}, 2048)
+	w, err := k.Wrap(ctx, randomDEK(t))
+	require.NoError(t, err)
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err = k.Unwrap(canceled, w)
+	require.ErrorIs(t, err, context.Canceled)
+	_, err = k.Wrap(canceled, randomDEK(t))
+	require.ErrorIs(t, err, context.Canceled)
+	_, err = pkcs11.Open(canceled, h.URI("kek", []byte{1}))
+	require.ErrorIs(t, err, context.Canceled)
+}
+
+// TestCloseDuringUnwraps closes the KEK while goroutines unwrap: each call
+// either succeeds or fails with ErrClosed, and Close returns.
+func TestCloseDuringUnwraps(t *testing.T) {
+	h := newToken(t)
+	k := generate(t, h, "kek", []byte{1}, 2048)
+	dek := randomDEK(t)
+	w, err := k.Wrap(ctx, dek)
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	started := make(chan struct{}, 16)
+	errs := make(chan error, 16)
+	for range 16 {
+		wg.Go(func() {
+			started <- struct{}{}
+			for {
+				got, err := k.Unwrap(ctx, w)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if !bytes.Equal(got, dek) {
+					errs <- errors.New("unwrapped the wrong key")
+					return
+				}
+			}
+		})
+	}
+	for range 16 {
+		<-started
+	}
+	require.NoError(t, k.Close())
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.ErrorIs(t, err, pkcs11.ErrClosed)
+	}
+}
