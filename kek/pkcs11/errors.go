@@ -102,7 +102,7 @@ func configureError(err error) error {
 	case loginFailed(err):
 		rv, _ := rvOf(err)
 		return fmt.Errorf("login refused (%s); check the PIN in the pin-source; "+
-			"the login is not retried, so the token's retry counter moved by one: %w", rv, ErrPINIncorrect)
+			"the login is not retried, to keep the token from locking the user: %w", rv, ErrPINIncorrect)
 	case strings.Contains(msg, "failed to create module context"):
 		return fmt.Errorf("%v: %w", err, ErrModuleNotFound)
 	case strings.Contains(msg, "could not find PKCS#11 token"):

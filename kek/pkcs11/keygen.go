@@ -42,14 +42,27 @@ func generate(ctx context.Context, uri string, bits int, opts []Option) (*KEK, e
 	if err != nil {
 		return nil, err
 	}
-	defer c11.Close()
+	k, err := generateIn(c11, u, o, bits)
+	if err != nil {
+		c11.Close()
+		return nil, err
+	}
+	return k, nil
+}
+
+// generateIn creates the pair and builds the KEK on the same login.
+func generateIn(c11 *crypto11.Context, u *URI, o options, bits int) (*KEK, error) {
 	if err := refuseExisting(c11, u); err != nil {
 		return nil, err
 	}
 	if err := generatePair(c11, u, bits); err != nil {
 		return nil, err
 	}
-	return open(ctx, uri, opts)
+	key, err := findKey(c11, u)
+	if err != nil {
+		return nil, err
+	}
+	return newKEK(&conn{ctx: c11, key: key}, u, o)
 }
 
 // refuseExisting fails if a private or secret key has the label and id of u.

@@ -311,6 +311,9 @@ func keyID(c *conn, u *URI, pub *rsa.PublicKey) (string, error) {
 
 // probe decides the OAEP hash: SHA-256 if the token decrypts a SHA-256 OAEP
 // ciphertext, else SHA-1. One or two decryptions with a random test value.
+// Tokens report an unsupported hash in different ways (SoftHSM2:
+// CKR_ARGUMENTS_BAD), so any failure other than a lost token moves on to
+// SHA-1.
 func (k *KEK) probe(c *conn) (crypto.Hash, error) {
 	var firstErr error
 	for _, h := range []crypto.Hash{crypto.SHA256, crypto.SHA1} {
@@ -327,7 +330,7 @@ func (k *KEK) probe(c *conn) (crypto.Hash, error) {
 		if err == nil {
 			err = errors.New("the test value decrypted to different bytes")
 		}
-		if !mechanismRefused(err) {
+		if tokenGone(err) {
 			return 0, fmt.Errorf("probe RSA-OAEP with %v on %s: %w", h, k.keyID, classify(err))
 		}
 		if firstErr == nil {

@@ -377,6 +377,7 @@ func TestTokenRemoved(t *testing.T) {
 	backup := t.TempDir()
 	copyDir(t, h.TokenDir, backup)
 	logins := testenv.CountCalls(t, log, "C_Login")
+	require.Equal(t, 1, logins, "GenerateKey logs in once")
 
 	h.DeleteToken(t, h.Label)
 	_, err = k.Unwrap(ctx, w)
