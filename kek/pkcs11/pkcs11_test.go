@@ -513,3 +513,34 @@ func TestCloseDuringUnwraps(t *testing.T) {
 		require.ErrorIs(t, err, pkcs11.ErrClosed)
 	}
 }
+
+// TestMaxSessions bounds the session pool: 16 goroutines share one
+// operation session (crypto11 keeps one more for the login) and all succeed.
+func TestMaxSessions(t *testing.T) {
+	h := newToken(t)
+	generate(t, h, "kek", []byte{1}, 2048).Close()
+	_, err := pkcs11.Open(ctx, h.URI("kek", []byte{1}), pkcs11.WithMaxSessions(1))
+	require.ErrorContains(t, err, "at least 2")
+	k, err := pkcs11.Open(ctx, h.URI("kek", []byte{1}), pkcs11.WithMaxSessions(2))
+	require.NoError(t, err)
+	defer k.Close()
+	dek := randomDEK(t)
+	w, err := k.Wrap(ctx, dek)
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for range 16 {
+		wg.Go(func() {
+			got, err := k.Unwrap(ctx, w)
+			if err == nil && !bytes.Equal(got, dek) {
+				err = errors.New("unwrapped the wrong key")
+			}
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+}
