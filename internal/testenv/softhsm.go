@@ -86,11 +86,7 @@ func StartSoftHSM(t testing.TB, label string) *SoftHSM {
 	if err := os.WriteFile(h.PINFile, []byte(h.pin), 0o600); err != nil {
 		t.Fatalf("testenv.StartSoftHSM: %v", err)
 	}
-	if sv, ok := t.(interface{ Setenv(k, v string) }); ok {
-		sv.Setenv("SOFTHSM2_CONF", h.Conf)
-	} else {
-		t.Fatalf("testenv.StartSoftHSM: needs a *testing.T or *testing.B")
-	}
+	t.Setenv("SOFTHSM2_CONF", h.Conf)
 	h.InitToken(t, label)
 	return h
 }
@@ -180,9 +176,8 @@ func (h *SoftHSM) SpyURI(t testing.TB, object string, id []byte) (uri, log strin
 		Missing(t, "pkcs11-spy (OpenSC)", "install it with: apt-get install -y opensc-pkcs11")
 	}
 	log = filepath.Join(h.dir, "pkcs11-spy.log")
-	sv := t.(interface{ Setenv(k, v string) })
-	sv.Setenv("PKCS11SPY", h.Module)
-	sv.Setenv("PKCS11SPY_OUTPUT", log)
+	t.Setenv("PKCS11SPY", h.Module)
+	t.Setenv("PKCS11SPY_OUTPUT", log)
 	return strings.Replace(h.URI(object, id), "module-path="+h.Module, "module-path="+spy, 1), log
 }
 
