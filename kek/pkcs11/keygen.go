@@ -51,14 +51,14 @@ func generate(ctx context.Context, uri string, bits int, opts []Option) (*KEK, e
 }
 
 // generateIn creates the pair and builds the KEK on the same login.
-func generateIn(c11 *crypto11.Context, u *URI, o options, bits int) (*KEK, error) {
-	if err := refuseExisting(c11, u); err != nil {
+func generateIn(c11 *session, u *URI, o options, bits int) (*KEK, error) {
+	if err := refuseExisting(c11.Context, u); err != nil {
 		return nil, err
 	}
-	if err := generatePair(c11, u, bits); err != nil {
+	if err := generatePair(c11.Context, u, bits); err != nil {
 		return nil, err
 	}
-	key, err := findKey(c11, u)
+	key, err := findKey(c11.Context, u)
 	if err != nil {
 		return nil, err
 	}

@@ -56,7 +56,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 
 	"github.com/ThalesGroup/crypto11"
@@ -140,7 +139,7 @@ type KEK struct {
 
 // conn is one logged-in crypto11 context and the private key found in it.
 type conn struct {
-	ctx *crypto11.Context
+	ctx *session
 	key crypto11.SignerDecrypter
 }
 
@@ -206,31 +205,12 @@ func connect(u *URI, o options) (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	key, err := findKey(c11, u)
+	key, err := findKey(c11.Context, u)
 	if err != nil {
 		c11.Close()
 		return nil, err
 	}
 	return &conn{ctx: c11, key: key}, nil
-}
-
-// login loads the module and logs in to the token, once.
-func login(u *URI, o options) (*crypto11.Context, error) {
-	if _, err := os.Stat(u.ModulePath); err != nil {
-		return nil, fmt.Errorf("module %s: %w: %w", u.ModulePath, err, ErrModuleNotFound)
-	}
-	pin, err := u.readPIN()
-	if err != nil {
-		return nil, err
-	}
-	cfg := &crypto11.Config{Path: u.ModulePath, TokenLabel: u.Token, TokenSerial: u.Serial,
-		Pin: pin, MaxSessions: o.maxSessions}
-	c11, err := crypto11.Configure(cfg)
-	cfg.Pin, pin = "", ""
-	if err != nil {
-		return nil, fmt.Errorf("token %s: %w", u.tokenName(), configureError(err))
-	}
-	return c11, nil
 }
 
 func (u *URI) tokenName() string {

@@ -544,3 +544,30 @@ func TestMaxSessions(t *testing.T) {
 		require.NoError(t, err)
 	}
 }
+
+// TestWrongPINWhileLoggedIn: PKCS#11 login state is per process, so while
+// one KEK is logged in the token would accept any PIN. A second Open with a
+// different PIN must still fail, without a login call; the right PIN works,
+// and once every KEK closed, the wrong PIN goes to the token again.
+func TestWrongPINWhileLoggedIn(t *testing.T) {
+	h := newToken(t)
+	uri, log := h.SpyURI(t, "kek", []byte{1})
+	k, err := pkcs11.GenerateKey(ctx, uri, 2048)
+	require.NoError(t, err)
+	bad := strings.Replace(uri, h.PINFile, h.WritePINFile(t, "wrong.pin", "wrong-pin-2222"), 1)
+
+	_, err = pkcs11.Open(ctx, bad)
+	requireErr(t, h, err, "pkcs11.Open: ", pkcs11.ErrPINIncorrect)
+	require.ErrorContains(t, err, "already logged in with another PIN")
+	require.Equal(t, 1, testenv.CountCalls(t, log, "C_Login"), "refused without asking the token")
+
+	k2, err := pkcs11.Open(ctx, uri)
+	require.NoError(t, err)
+	require.NoError(t, k2.Close())
+	require.NoError(t, k.Close())
+
+	_, err = pkcs11.Open(ctx, bad)
+	requireErr(t, h, err, "pkcs11.Open: ", pkcs11.ErrPINIncorrect)
+	require.ErrorContains(t, err, "CKR_PIN_INCORRECT")
+	require.Equal(t, 3, testenv.CountCalls(t, log, "C_Login"))
+}
