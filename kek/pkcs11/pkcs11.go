@@ -32,7 +32,11 @@
 // token goes away under an open KEK (pulled out, deleted, reinitialised),
 // Unwrap fails with ErrTokenRemoved, a kek.ErrUnavailable; each later Unwrap
 // makes one reconnect attempt (one login, serialised between goroutines)
-// until the token is back. A reconnect whose login is refused latches
+// until the token is back. PKCS#11 login state belongs to the process, so
+// while one KEK is logged in the token would take any PIN from a second Open:
+// the package keeps a keyed hash of the PIN each token was logged in with and
+// refuses a different one with ErrPINIncorrect, without a login call.
+// A reconnect whose login is refused latches
 // ErrPINIncorrect: the KEK never logs in again and must be reopened. A
 // reconnect that finds another key under the URI fails with
 // kek.ErrKeyMismatch.
