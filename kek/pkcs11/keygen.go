@@ -35,6 +35,9 @@ func generate(ctx context.Context, uri string, bits int, opts []Option) (*KEK, e
 	if u.Object == "" || len(u.ID) == 0 {
 		return nil, fmt.Errorf("%s must give both object= and id= for a new key", u.path())
 	}
+	if n := len(u.path()) + len(fingerprintSep) + 32; n > maxKeyID {
+		return nil, fmt.Errorf("the key id would be %d bytes, more than %d; use a shorter token or key label", n, maxKeyID)
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}

@@ -273,8 +273,18 @@ func newKEK(c *conn, u *URI, o options) (*KEK, error) {
 		}
 	}
 	k.alg = algorithmOf(h)
+	if err := k.Descriptor().Validate(); err != nil {
+		return nil, fmt.Errorf("%w; use a shorter token or key label", err)
+	}
 	return k, nil
 }
+
+// fingerprintSep introduces the public key fingerprint in a key id, and
+// maxKeyID is the longest key id a keyring descriptor holds.
+const (
+	fingerprintSep = ";x-spki-sha256="
+	maxKeyID       = 4096
+)
 
 // keyID is the canonical identity of the key: token, the key's own label
 // and id as stored in the token, and a fingerprint of its public key, so a
@@ -290,7 +300,7 @@ func keyID(c *conn, u *URI, pub *rsa.PublicKey) (string, error) {
 	}
 	sum := sha256.Sum256(der)
 	canon := URI{Token: u.Token, Serial: u.Serial, Object: string(attrs[crypto11.CkaLabel].Value), ID: attrs[crypto11.CkaId].Value}
-	return canon.path() + ";x-spki-sha256=" + hex.EncodeToString(sum[:16]), nil
+	return canon.path() + fingerprintSep + hex.EncodeToString(sum[:16]), nil
 }
 
 // probe decides the OAEP hash: SHA-256 if the token decrypts a SHA-256 OAEP

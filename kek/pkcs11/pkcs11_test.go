@@ -571,3 +571,15 @@ func TestWrongPINWhileLoggedIn(t *testing.T) {
 	require.ErrorContains(t, err, "CKR_PIN_INCORRECT")
 	require.Equal(t, 3, testenv.CountCalls(t, log, "C_Login"))
 }
+
+// TestLongLabel: a key id that would not fit a keyring descriptor is
+// refused when the KEK opens, not when the keyring is written.
+func TestLongLabel(t *testing.T) {
+	h := newToken(t)
+	long := strings.Repeat("é", 700) // 1400 bytes, 4200 once percent-encoded
+	_, err := pkcs11.GenerateKey(ctx, h.URI(long, []byte{1}), 2048)
+	require.ErrorContains(t, err, "use a shorter token or key label")
+	require.True(t, strings.HasPrefix(err.Error(), "pkcs11.GenerateKey: "), err.Error())
+	_, err = pkcs11.Open(ctx, h.URI(long, []byte{1}))
+	require.ErrorIs(t, err, pkcs11.ErrKeyNotFound, "no key was left behind")
+}
