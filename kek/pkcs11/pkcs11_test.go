@@ -418,6 +418,8 @@ func TestKeyReplaced(t *testing.T) {
 	_, err = k.Unwrap(ctx, w)
 	require.ErrorIs(t, err, pkcs11.ErrTokenRemoved)
 	h.InitToken(t, h.Label)
+	_, err = k.Unwrap(ctx, w)
+	requireErr(t, h, err, "pkcs11.KEK.Unwrap: ", pkcs11.ErrKeyNotFound, pkcs11.ErrTokenRemoved)
 	generate(t, h, "kek", []byte{1}, 2048).Close()
 	_, err = k.Unwrap(ctx, w)
 	requireErr(t, h, err, "pkcs11.KEK.Unwrap: ", kek.ErrKeyMismatch)
