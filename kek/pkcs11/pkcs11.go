@@ -324,7 +324,7 @@ func (k *KEK) probe(c *conn) (crypto.Hash, error) {
 		if err == nil {
 			err = errors.New("the test value decrypted to different bytes")
 		}
-		if tokenGone(err) {
+		if rv, _ := rvOf(err); tokenGone(err) || rv == p11.CKR_KEY_FUNCTION_NOT_PERMITTED {
 			return 0, fmt.Errorf("probe RSA-OAEP with %v on %s: %w", h, k.keyID, classify(err))
 		}
 		if firstErr == nil {

@@ -111,6 +111,10 @@ func importKey(t *testing.T, h *testenv.SoftHSM, label string, id []byte, priv *
 }
 
 func importKeyAttrs(t *testing.T, h *testenv.SoftHSM, label string, id []byte, priv *rsa.PrivateKey, sensitive, extractable bool) {
+	importKeyWith(t, h, label, id, priv, sensitive, extractable, true)
+}
+
+func importKeyWith(t *testing.T, h *testenv.SoftHSM, label string, id []byte, priv *rsa.PrivateKey, sensitive, extractable, decrypt bool) {
 	m := p11.New(h.Module)
 	require.NotNil(t, m)
 	require.NoError(t, m.Initialize())
@@ -150,7 +154,7 @@ func importKeyAttrs(t *testing.T, h *testenv.SoftHSM, label string, id []byte, p
 		p11.NewAttribute(p11.CKA_PRIVATE, true),
 		p11.NewAttribute(p11.CKA_SENSITIVE, sensitive),
 		p11.NewAttribute(p11.CKA_EXTRACTABLE, extractable),
-		p11.NewAttribute(p11.CKA_DECRYPT, true),
+		p11.NewAttribute(p11.CKA_DECRYPT, decrypt),
 		p11.NewAttribute(p11.CKA_PRIVATE_EXPONENT, priv.D.Bytes()),
 		p11.NewAttribute(p11.CKA_PRIME_1, priv.Primes[0].Bytes()),
 		p11.NewAttribute(p11.CKA_PRIME_2, priv.Primes[1].Bytes()),
@@ -159,28 +163,4 @@ func importKeyAttrs(t *testing.T, h *testenv.SoftHSM, label string, id []byte, p
 		p11.NewAttribute(p11.CKA_COEFFICIENT, priv.Precomputed.Qinv.Bytes()),
 	}, common...))
 	require.NoError(t, err)
-}
-
-// TestCheck imports a weak key (extractable, not sensitive) and checks that
-// Check lists both failures, while a generated key passes.
-func TestCheck(t *testing.T) {
-	_, priv := loadVector(t)
-	h := testenv.StartSoftHSM(t, "cachecrypt-test")
-	importKeyAttrs(t, h, "weak", []byte{9}, priv, false, true)
-	k, err := pkcs11.Open(ctx, h.URI("weak", []byte{9}))
-	require.NoError(t, err)
-	defer k.Close()
-	err = k.Check(ctx)
-	require.ErrorIs(t, err, kek.ErrPrerequisite)
-	var pe *kek.PrerequisiteError
-	require.True(t, errors.As(err, &pe))
-	var names []string
-	for _, c := range pe.Failed {
-		names = append(names, c.Name)
-	}
-	require.Equal(t, []string{"sensitive", "extractable"}, names)
-	require.Equal(t, k.Descriptor().KeyID, pe.Key)
-
-	good := generate(t, h, "good", []byte{1}, 2048)
-	require.NoError(t, good.Check(ctx))
 }
