@@ -1,3 +1,5 @@
+//go:build cgo
+
 package pkcs11
 
 import (
@@ -7,9 +9,6 @@ import (
 	"github.com/ThalesGroup/crypto11"
 	"github.com/cachecrypt/cachecrypt/kek"
 )
-
-// MinBits is the smallest RSA key Check accepts.
-const MinBits = 2048
 
 // Check runs the prerequisite checks of a customer-managed HSM key: RSA of
 // at least MinBits, private key sensitive, never extractable, and allowed to

@@ -1,3 +1,5 @@
+//go:build cgo
+
 package pkcs11_test
 
 import (
@@ -39,19 +41,4 @@ func ExampleOpen() {
 	}
 	defer kr.Close()
 	fmt.Println("active DEK version", kr.Active())
-}
-
-func ExampleParseURI() {
-	u, err := pkcs11.ParseURI("pkcs11:object=disk%20kek;token=cache;id=%A0%01?pin-source=file:/run/pin")
-	if err != nil {
-		log.Fatal(err)
-	}
-	fmt.Printf("token %q, object %q, id %x\n", u.Token, u.Object, u.ID)
-	fmt.Println(u)
-	_, err = pkcs11.ParseURI("pkcs11:token=cache?pin-value=1234")
-	fmt.Println(err != nil)
-	// Output:
-	// token "cache", object "disk kek", id a001
-	// pkcs11:token=cache;object=disk%20kek;id=%A0%01?pin-source=file:/run/pin
-	// true
 }

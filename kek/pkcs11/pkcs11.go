@@ -1,52 +1,5 @@
-// Package pkcs11 is a customer-managed key-encryption key held in an HSM: an
-// RSA key pair in a PKCS#11 token, reached through
-// github.com/ThalesGroup/crypto11.
-//
-// Wrap encrypts with the public key in software (RSA-OAEP, no label); Unwrap
-// decrypts inside the token, so the private key never leaves it. Keys are
-// addressed by an RFC 7512 PKCS#11 URI, for example
-//
-//	pkcs11:token=cache;object=disk-kek;id=%01?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/cachecrypt/pin
-//
-// The PIN comes from a file (pin-source=file:...) or an environment variable
-// (pin-source=env:NAME, a cachecrypt extension), never from the URI itself,
-// and never appears in an error.
-//
-// The OAEP hash is SHA-256 where the token supports it. SoftHSM2 2.6 accepts
-// only SHA-1 with an empty label, so Open probes the token and falls back to
-// SHA-1 unless WithOAEPHash fixes the choice. The hash is recorded in every
-// wrapped key's Descriptor.Algorithm, and Unwrap always uses the recorded
-// one.
-//
-// The descriptor's KeyID is the canonical URI path of the key as the token
-// stores it (token label or serial, the key's CKA_LABEL and CKA_ID) plus
-// ";x-spki-sha256=" and the first 16 bytes, in hex, of the SHA-256 of the
-// public key's PKIX encoding: a key regenerated under the same label and id
-// is another key, and Unwrap reports kek.ErrKeyMismatch for it without a
-// token call. The KeyID never holds the module path or the PIN source.
-//
-// # Failures
-//
-// Open logs in exactly once. A refused PIN (ErrPINIncorrect) is never
-// retried, because real HSMs lock the user after a few failures. When the
-// token goes away under an open KEK (pulled out, deleted, reinitialised),
-// Unwrap fails with ErrTokenRemoved, a kek.ErrUnavailable; each later Unwrap
-// makes one reconnect attempt (one login, serialised between goroutines)
-// until the token is back. PKCS#11 login state belongs to the process, so
-// while one KEK is logged in the token would take any PIN from a second Open:
-// the package keeps a keyed hash of the PIN each token was logged in with and
-// refuses a different one with ErrPINIncorrect, without a login call.
-// A reconnect whose login is refused latches
-// ErrPINIncorrect: the KEK never logs in again and must be reopened. A
-// reconnect that finds another key under the URI fails with
-// kek.ErrKeyMismatch.
-//
-// crypto11 loads a module once per process and shares it between KEKs.
-// SoftHSM2 only sees a restored token after the module is reinitialised,
-// which happens once every KEK using the module has dropped its connection:
-// until then, a KEK whose sibling has not yet seen the loss keeps reporting
-// ErrTokenRemoved (see TestTokenRemovedTwoKEKs). Whether another module
-// sees a returning token without being reinitialised depends on the module.
+//go:build cgo
+
 package pkcs11
 
 import (
@@ -66,64 +19,6 @@ import (
 	"github.com/cachecrypt/cachecrypt/kek"
 	p11 "github.com/miekg/pkcs11"
 )
-
-// Wrapping algorithms recorded in Descriptor.Algorithm.
-const (
-	AlgorithmOAEPSHA256 = "RSA-OAEP-SHA256" // RSA-OAEP, SHA-256 and MGF1-SHA-256, empty label
-	AlgorithmOAEPSHA1   = "RSA-OAEP-SHA1"   // RSA-OAEP, SHA-1 and MGF1-SHA-1, empty label
-)
-
-// hashOf returns the OAEP hash of a recorded algorithm.
-func hashOf(alg string) (crypto.Hash, bool) {
-	switch alg {
-	case AlgorithmOAEPSHA256:
-		return crypto.SHA256, true
-	case AlgorithmOAEPSHA1:
-		return crypto.SHA1, true
-	}
-	return 0, false
-}
-
-func algorithmOf(h crypto.Hash) string {
-	if h == crypto.SHA1 {
-		return AlgorithmOAEPSHA1
-	}
-	return AlgorithmOAEPSHA256
-}
-
-// An Option configures Open and GenerateKey.
-type Option func(*options) error
-
-type options struct {
-	hash        crypto.Hash // 0: probe the token
-	maxSessions int
-}
-
-// WithOAEPHash fixes the OAEP hash Wrap uses (crypto.SHA256 or crypto.SHA1)
-// instead of probing the token. Unwrap still uses the hash recorded in each
-// wrapped key.
-func WithOAEPHash(h crypto.Hash) Option {
-	return func(o *options) error {
-		if h != crypto.SHA256 && h != crypto.SHA1 {
-			return fmt.Errorf("OAEP hash %v is not supported; use crypto.SHA256 or crypto.SHA1", h)
-		}
-		o.hash = h
-		return nil
-	}
-}
-
-// WithMaxSessions bounds the sessions the KEK opens on the token (at least
-// 2; default: crypto11's default, capped by the token). Use it when other
-// applications share the token.
-func WithMaxSessions(n int) Option {
-	return func(o *options) error {
-		if n < 2 {
-			return fmt.Errorf("max sessions %d must be at least 2", n)
-		}
-		o.maxSessions = n
-		return nil
-	}
-}
 
 // KEK is a key-encryption key held in a PKCS#11 token. It is safe for
 // concurrent use: Unwraps share crypto11's session pool and run in parallel
@@ -179,30 +74,6 @@ func open(ctx context.Context, uri string, opts []Option) (*KEK, error) {
 	return k, nil
 }
 
-func parse(uri string, opts []Option) (*URI, options, error) {
-	var o options
-	for _, opt := range opts {
-		if err := opt(&o); err != nil {
-			return nil, o, err
-		}
-	}
-	u, err := ParseURI(uri)
-	if err != nil {
-		return nil, o, err
-	}
-	switch {
-	case u.Token == "" && u.Serial == "":
-		return nil, o, fmt.Errorf("%s names no token; add token=<label> or serial=<serial>", u)
-	case u.Token != "" && u.Serial != "":
-		return nil, o, fmt.Errorf("%s names the token by both label and serial; keep one", u)
-	case u.Object == "" && len(u.ID) == 0:
-		return nil, o, fmt.Errorf("%s names no key; add object=<label> and/or id=<%%-encoded id>", u)
-	case u.ModulePath == "":
-		return nil, o, fmt.Errorf("%s names no module; add ?module-path=/path/to/module.so", u)
-	}
-	return u, o, nil
-}
-
 // connect loads the module, logs in once and finds the key pair.
 func connect(u *URI, o options) (*conn, error) {
 	c11, err := login(u, o)
@@ -215,13 +86,6 @@ func connect(u *URI, o options) (*conn, error) {
 		return nil, err
 	}
 	return &conn{ctx: c11, key: key}, nil
-}
-
-func (u *URI) tokenName() string {
-	if u.Token != "" {
-		return fmt.Sprintf("%q", u.Token)
-	}
-	return fmt.Sprintf("with serial %q", u.Serial)
 }
 
 // findKey finds the one RSA private key matching u, with its public half.
@@ -279,13 +143,6 @@ func newKEK(c *conn, u *URI, o options) (*KEK, error) {
 	return k, nil
 }
 
-// fingerprintSep introduces the public key fingerprint in a key id, and
-// maxKeyID is the longest key id a keyring descriptor holds.
-const (
-	fingerprintSep = ";x-spki-sha256="
-	maxKeyID       = 4096
-)
-
 // keyID is the canonical identity of the key: token, the key's own label
 // and id as stored in the token, and a fingerprint of its public key, so a
 // key replaced under the same label and id is a different key.
@@ -332,26 +189,6 @@ func (k *KEK) probe(c *conn) (crypto.Hash, error) {
 		}
 	}
 	return 0, fmt.Errorf("the token supports RSA-OAEP with neither SHA-256 nor SHA-1 (%v): %w", firstErr, ErrMechanism)
-}
-
-// classify maps a PKCS#11 error of a running session to our sentinels.
-func classify(err error) error {
-	switch {
-	case tokenGone(err):
-		return fmt.Errorf("%v: %w", err, ErrTokenRemoved)
-	case mechanismRefused(err):
-		return fmt.Errorf("%v: %w", err, ErrMechanism)
-	}
-	if rv, ok := rvOf(err); ok {
-		switch rv {
-		case p11.CKR_ENCRYPTED_DATA_INVALID, p11.CKR_ENCRYPTED_DATA_LEN_RANGE, p11.CKR_DATA_INVALID,
-			p11.CKR_DATA_LEN_RANGE, p11.CKR_GENERAL_ERROR:
-			return fmt.Errorf("%v: %w", err, ErrCiphertext)
-		case p11.CKR_KEY_FUNCTION_NOT_PERMITTED, p11.CKR_KEY_TYPE_INCONSISTENT:
-			return fmt.Errorf("%v: the key may not decrypt (CKA_DECRYPT is false): %w", err, kek.ErrRevoked)
-		}
-	}
-	return err
 }
 
 // Descriptor returns the descriptor Wrap records: kind pkcs11, the canonical

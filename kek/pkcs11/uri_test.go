@@ -2,6 +2,8 @@ package pkcs11_test
 
 import (
 	"bytes"
+	"fmt"
+	"log"
 	"strings"
 	"testing"
 
@@ -166,4 +168,19 @@ func FuzzParseURI(f *testing.F) {
 			t.Fatalf("%q and its canonical form %q differ", s, c)
 		}
 	})
+}
+
+func ExampleParseURI() {
+	u, err := pkcs11.ParseURI("pkcs11:object=disk%20kek;token=cache;id=%A0%01?pin-source=file:/run/pin")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("token %q, object %q, id %x\n", u.Token, u.Object, u.ID)
+	fmt.Println(u)
+	_, err = pkcs11.ParseURI("pkcs11:token=cache?pin-value=1234")
+	fmt.Println(err != nil)
+	// Output:
+	// token "cache", object "disk kek", id a001
+	// pkcs11:token=cache;object=disk%20kek;id=%A0%01?pin-source=file:/run/pin
+	// true
 }
