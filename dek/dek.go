@@ -57,6 +57,8 @@ var (
 	ErrTruncated = integrity.ErrTruncated
 	// ErrFormat: the keyring file is malformed.
 	ErrFormat = integrity.ErrFormat
+	// ErrVersion: the keyring file has a format version this build cannot read.
+	ErrVersion = integrity.ErrVersion
 	// ErrClosed: the keyring was closed.
 	ErrClosed = integrity.ErrClosed
 )
