@@ -50,6 +50,9 @@ func ParseKeyID(s string) (KeyID, error) {
 	}
 	id := KeyID{Vault: base, Name: parts[1]}
 	if len(parts) == 3 {
+		if parts[2] == "" {
+			return KeyID{}, fmt.Errorf("vault.ParseKeyID: %q: empty key version after the trailing slash; drop the slash to follow the current version", s)
+		}
 		id.Version = parts[2]
 	}
 	if err := id.check(); err != nil {

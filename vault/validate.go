@@ -72,7 +72,9 @@ type Requirements struct {
 // as is, matching kek.ErrUnavailable, since it proves nothing about the key.
 func (k *KEK) Validate(ctx context.Context, req Requirements) error {
 	var failed []kek.Check
-	add := func(name, problem, fix string) { failed = append(failed, kek.Check{Name: name, Problem: problem, Fix: fix}) }
+	add := func(name, problem, fix string) {
+		failed = append(failed, kek.Check{Name: name, Problem: problem, Fix: fix})
+	}
 
 	keyUsable, err := k.checkKey(ctx, add)
 	if err != nil {
