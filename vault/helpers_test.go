@@ -27,7 +27,7 @@ const (
 
 // newEnv starts an emulator with vault "contoso", creates RSA key "cmk" and
 // grants the cache identity the crypto service encryption user role.
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	srv := vaulttest.NewServer(t)
 	srv.Grant(adminPrincipal, vaulttest.AllPermissions...)
@@ -42,7 +42,7 @@ func newEnv(t *testing.T) *env {
 
 // create makes a new key, or a new version of an existing one, and returns
 // its version.
-func (e *env) create(t *testing.T, name string, kty azkeys.KeyType) string {
+func (e *env) create(t testing.TB, name string, kty azkeys.KeyType) string {
 	t.Helper()
 	res, err := e.admin.CreateKey(context.Background(), name, azkeys.CreateKeyParameters{Kty: to.Ptr(kty)}, nil)
 	require.NoError(t, err)
@@ -50,19 +50,19 @@ func (e *env) create(t *testing.T, name string, kty azkeys.KeyType) string {
 }
 
 // update changes the attributes of the current version of key name.
-func (e *env) update(t *testing.T, name string, p azkeys.UpdateKeyParameters) {
+func (e *env) update(t testing.TB, name string, p azkeys.UpdateKeyParameters) {
 	t.Helper()
 	_, err := e.admin.UpdateKey(context.Background(), name, "", p, nil)
 	require.NoError(t, err)
 }
 
-func (e *env) setEnabled(t *testing.T, enabled bool) {
+func (e *env) setEnabled(t testing.TB, enabled bool) {
 	e.update(t, e.key, azkeys.UpdateKeyParameters{KeyAttributes: &azkeys.KeyAttributes{Enabled: to.Ptr(enabled)}})
 }
 
 // kek builds a KEK for the cache identity; cfg fields left empty get the
 // env's key, credential and client options.
-func (e *env) kek(t *testing.T, cfg vault.Config) *vault.KEK {
+func (e *env) kek(t testing.TB, cfg vault.Config) *vault.KEK {
 	t.Helper()
 	if cfg.KeyID == "" && cfg.VaultURL == "" {
 		cfg.VaultURL, cfg.KeyName = e.url, e.key
@@ -78,7 +78,7 @@ func (e *env) kek(t *testing.T, cfg vault.Config) *vault.KEK {
 	return k
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
