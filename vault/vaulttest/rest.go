@@ -14,6 +14,7 @@ import (
 	"hash"
 	"io"
 	"math/big"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -253,9 +254,14 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	host := r.Host
-	if h, _, ok := strings.Cut(host, ":"); ok {
-		host = h
+	host := r.Host // with the port, if any: KIDs must lead back here
+	var pre *keyVersion
+	if op == OpCreate {
+		// RSA key generation is slow: do it before taking the lock.
+		var req jsonCreate
+		if json.Unmarshal(body, &req) == nil {
+			pre, _ = newVersion(req.Kty, req.KeySize, req.Crv, req.KeyOps)
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -264,7 +270,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			"Caller is not authorized to perform action on resource. Caller: principal=%s; Action: keys/%s; Vault: %s", principal, op, host))
 		return
 	}
-	status, v, e := s.do(op, "https://"+host, name, version, r.URL.Path, body)
+	status, v, e := s.do(op, "https://"+host, name, version, r.URL.Path, body, pre)
 	if e != nil {
 		writeErr(w, e)
 		return
@@ -280,8 +286,17 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 // challenge of Key Vault: the authorization server ends in the tenant, and
 // the resource is the data plane of the vault's cloud.
 func (s *Server) challenge(w http.ResponseWriter, r *http.Request) {
+	// The resource is the vault's parent domain (vault.azure.net,
+	// managedhsm.azure.net, vault.azure.cn...). A bare address or localhost
+	// gets the public cloud's, which the SDK's challenge resource
+	// verification rejects unless DisableChallengeResourceVerification is set,
+	// as it would for a real vault reached by address.
 	resource := "https://vault.azure.net"
-	if host, _, _ := strings.Cut(r.Host, ":"); strings.Count(host, ".") >= 2 {
+	host, _, err := net.SplitHostPort(r.Host)
+	if err != nil {
+		host = r.Host
+	}
+	if net.ParseIP(host) == nil && strings.Count(host, ".") >= 2 {
 		_, parent, _ := strings.Cut(host, ".")
 		resource = "https://" + parent
 	}
@@ -290,11 +305,11 @@ func (s *Server) challenge(w http.ResponseWriter, r *http.Request) {
 }
 
 // do runs one operation. Callers hold s.mu.
-func (s *Server) do(op, base, name, version, path string, body []byte) (int, any, *apiError) {
+func (s *Server) do(op, base, name, version, path string, body []byte, pre *keyVersion) (int, any, *apiError) {
 	lname := strings.ToLower(name)
 	deletedPath := strings.Contains(path, "/deletedkeys/")
 	if op == OpCreate {
-		return s.create(base, name, body)
+		return s.create(base, name, body, pre)
 	}
 	if deletedPath {
 		return s.doDeleted(op, base, lname)
@@ -378,7 +393,7 @@ func (s *Server) doDeleted(op, base, lname string) (int, any, *apiError) {
 	return 0, nil, errf(http.StatusBadRequest, "BadParameter", "", "unsupported operation %s on a deleted key", op)
 }
 
-func (s *Server) create(base, name string, body []byte) (int, any, *apiError) {
+func (s *Server) create(base, name string, body []byte, pre *keyVersion) (int, any, *apiError) {
 	var req jsonCreate
 	if err := json.Unmarshal(body, &req); err != nil {
 		return 0, nil, errf(http.StatusBadRequest, "BadParameter", "", "invalid request body: %v", err)
@@ -387,7 +402,10 @@ func (s *Server) create(base, name string, body []byte) (int, any, *apiError) {
 	if s.deleted[lname] != nil {
 		return 0, nil, errf(http.StatusConflict, "Conflict", "ObjectIsDeletedButRecoverable", "Key %s is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the key can only be recovered or purged.", name)
 	}
-	kv, err := newVersion(req.Kty, req.KeySize, req.Crv, req.KeyOps)
+	kv, err := pre, error(nil)
+	if kv == nil {
+		kv, err = newVersion(req.Kty, req.KeySize, req.Crv, req.KeyOps)
+	}
 	if err != nil {
 		return 0, nil, errf(http.StatusBadRequest, "BadParameter", "", "%v", err)
 	}
