@@ -201,6 +201,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.serveToken(w, r)
 		return
 	}
+	if strings.HasPrefix(r.URL.Path, "/subscriptions/") {
+		s.serveARM(w, r)
+		return
+	}
 	auth, hasAuth := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	s.mu.Lock()
 	principal, known := s.tokens[auth]
@@ -604,5 +608,59 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		"resource":     q.Get("resource"),
 		"token_type":   "Bearer",
 		"client_id":    q.Get("client_id"),
+	})
+}
+
+// serveARM answers Azure Resource Manager reads of a vault or Managed HSM
+// (GET .../providers/Microsoft.KeyVault/vaults/NAME or .../managedHSMs/NAME)
+// from the emulator's vault properties, as armkeyvault reads them.
+func (s *Server) serveARM(w http.ResponseWriter, r *http.Request) {
+	auth, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	seg := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+	s.mu.Lock()
+	_, known := s.tokens[auth]
+	s.counts["arm"]++
+	p := s.props
+	s.mu.Unlock()
+	switch {
+	case !known:
+		writeErr(w, errf(http.StatusUnauthorized, "AuthenticationFailed", "", "Authentication failed. The 'Authorization' header is missing or invalid."))
+		return
+	case r.Method != "GET" || len(seg) != 8 || !strings.EqualFold(seg[5], "Microsoft.KeyVault") ||
+		(!strings.EqualFold(seg[6], "vaults") && !strings.EqualFold(seg[6], "managedHSMs")):
+		writeErr(w, errf(http.StatusBadRequest, "BadRequest", "", "the emulator does not implement %s %s", r.Method, r.URL.Path))
+		return
+	}
+	acl := map[string]any{"defaultAction": "Allow", "bypass": "None"}
+	if p.FirewallEnabled {
+		acl["defaultAction"] = "Deny"
+	}
+	if p.TrustedServicesBypass {
+		acl["bypass"] = "AzureServices"
+	}
+	props := map[string]any{
+		"tenantId":                  s.tenant,
+		"enableSoftDelete":          p.SoftDelete,
+		"softDeleteRetentionInDays": 90,
+		"networkAcls":               acl,
+		"publicNetworkAccess":       "Enabled",
+	}
+	if p.PurgeProtection {
+		props["enablePurgeProtection"] = true // ARM omits it when off
+	}
+	typ := "Microsoft.KeyVault/vaults"
+	if strings.EqualFold(seg[6], "managedHSMs") {
+		typ = "Microsoft.KeyVault/managedHSMs"
+		props["hsmUri"] = "https://" + seg[7] + ".managedhsm.azure.net/"
+	} else {
+		props["vaultUri"] = "https://" + seg[7] + ".vault.azure.net/"
+		props["sku"] = map[string]any{"family": "A", "name": "premium"}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"id":         r.URL.Path,
+		"name":       seg[7],
+		"type":       typ,
+		"location":   p.Location,
+		"properties": props,
 	})
 }

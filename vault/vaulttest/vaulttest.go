@@ -220,6 +220,7 @@ func selfSigned() (tls.Certificate, []byte, error) {
 		DNSNames: []string{
 			"*.vault.azure.net", "*.vault.azure.cn", "*.vault.usgovcloudapi.net", "*.vault.microsoftazure.de",
 			"*.managedhsm.azure.net", "*.managedhsm.azure.cn", "*.managedhsm.usgovcloudapi.net", "localhost",
+			"management.azure.com",
 		},
 		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
 	}
