@@ -218,6 +218,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, errf(http.StatusBadRequest, "BadParameter", "", "the emulator does not implement %s %s", r.Method, r.URL.Path))
 		return
 	}
+	// Read the body first: the server watches for a client that gives up
+	// (and cancels r.Context) only once the body is consumed.
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		return
+	}
 	s.mu.Lock()
 	s.counts[op]++
 	f, latency := s.fault(op)
@@ -252,10 +258,6 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			code = "ServiceUnavailable"
 		}
 		writeErr(w, errf(f.Status, code, "", "injected fault: HTTP %d", f.Status))
-		return
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	if err != nil {
 		return
 	}
 	host := r.Host // with the port, if any: KIDs must lead back here
