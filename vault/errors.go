@@ -12,6 +12,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/cachecrypt/cachecrypt/kek"
 )
 
@@ -80,7 +81,12 @@ func describe(re *azcore.ResponseError) (inner, text string) {
 func classify(op string, key KeyID, err error) error {
 	e := &opError{op: op, key: key, cause: err}
 	var re *azcore.ResponseError
+	var afe *azidentity.AuthenticationFailedError
 	switch {
+	case errors.As(err, &afe) && afe.RawResponse != nil && afe.RawResponse.StatusCode >= 400 && afe.RawResponse.StatusCode < 500 &&
+		afe.RawResponse.StatusCode != http.StatusTooManyRequests && afe.RawResponse.StatusCode != http.StatusRequestTimeout:
+		e.kind, e.detail = kek.ErrRevoked, fmt.Sprintf("the managed identity endpoint refused a token (HTTP %d): "+
+			"assign the user-assigned managed identity to this host and check its client ID or resource ID", afe.RawResponse.StatusCode)
 	case errors.As(err, &re):
 		inner, text := describe(re)
 		e.kind, e.detail = classifyStatus(op, re.StatusCode, inner, text)

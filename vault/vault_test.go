@@ -430,8 +430,43 @@ func TestUserAssignedManagedIdentity(t *testing.T) {
 	// An identity unknown to the token endpoint cannot reach the vault.
 	k := e.kek(t, vault.Config{ManagedIdentity: "5d7a3c1e-0b1f-4c55-9a8e-" + randHex(t, 6)})
 	_, err := k.Wrap(ctxT(t), randomKey(t))
-	require.Error(t, err)
+	require.ErrorIs(t, err, kek.ErrRevoked, "an identity not assigned to the host has no access")
 	require.ErrorContains(t, err, "vault.Wrap: ")
+	require.ErrorContains(t, err, "assign the user-assigned managed identity")
+
+	// A token endpoint (and vault) that cannot be reached is transient.
+	gone := vaulttest.NewServer(t)
+	opts := gone.ClientOptions()
+	gone.Close()
+	k = e.kek(t, vault.Config{ManagedIdentity: "5d7a3c1e-0b1f-4c55-9a8e-" + randHex(t, 6), ClientOptions: opts})
+	_, err = k.Wrap(ctxT(t), randomKey(t))
+	require.ErrorIs(t, err, kek.ErrUnavailable)
+}
+
+// The KEK is safe for concurrent use; each call is one vault operation.
+func TestConcurrentUnwrap(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	k := e.kek(t, vault.Config{})
+	dek := randomKey(t)
+	w, err := k.Wrap(ctx, dek)
+	require.NoError(t, err)
+	e.srv.ResetCounts()
+	const n = 32
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			got, err := k.Unwrap(ctx, w)
+			if err == nil && !bytes.Equal(got, dek) {
+				err = errors.New("wrong key")
+			}
+			errs <- err
+		}()
+	}
+	for range n {
+		require.NoError(t, <-errs)
+	}
+	require.Equal(t, n, e.srv.Count(vaulttest.OpUnwrapKey))
 }
 
 func itoa(n int) string {
@@ -448,4 +483,3 @@ func randHex(t *testing.T, n int) string {
 	return string(out)
 }
 
-var _ = errors.Is
