@@ -482,4 +482,3 @@ func randHex(t *testing.T, n int) string {
 	}
 	return string(out)
 }
-
