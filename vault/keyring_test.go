@@ -79,7 +79,7 @@ func TestKeyringReopensInNewProcess(t *testing.T) {
 	require.NoError(t, err, out)
 	require.Contains(t, out, "FILEKEY-SHA256="+want)
 	require.Equal(t, 1, e.srv.Count(vaulttest.OpUnwrapKey), "the open makes exactly one KEK call")
-	require.Equal(t, 1, e.srv.Count("token"), "the child got its token from the managed identity endpoint")
+	require.Equal(t, 1, e.srv.Count(vaulttest.CountToken), "the child got its token from the managed identity endpoint")
 
 	e.setEnabled(t, false)
 	out, err = child()

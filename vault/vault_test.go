@@ -425,7 +425,7 @@ func TestUserAssignedManagedIdentity(t *testing.T) {
 			require.Equal(t, dek, got)
 		})
 	}
-	require.GreaterOrEqual(t, e.srv.Count("token"), 2)
+	require.GreaterOrEqual(t, e.srv.Count(vaulttest.CountToken), 2)
 
 	// An identity unknown to the token endpoint cannot reach the vault.
 	k := e.kek(t, vault.Config{ManagedIdentity: "5d7a3c1e-0b1f-4c55-9a8e-" + randHex(t, 6)})

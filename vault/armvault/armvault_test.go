@@ -42,7 +42,7 @@ func TestVaultProperties(t *testing.T) {
 			require.Equal(t, want, got, url)
 		}
 	}
-	require.Equal(t, 6, s.Count("arm"))
+	require.Equal(t, 6, s.Count(vaulttest.CountARM))
 
 	_, err := armvault.New("", "rg", s.Credential("reader"), nil)
 	require.ErrorContains(t, err, "armvault.New: subscription ID and resource group are required")

@@ -313,7 +313,7 @@ func (s *Server) challenge(w http.ResponseWriter, r *http.Request) {
 // do runs one operation. Callers hold s.mu.
 func (s *Server) do(op, base, name, version, path string, body []byte, pre *keyVersion) (int, any, *apiError) {
 	lname := strings.ToLower(name)
-	deletedPath := strings.Contains(path, "/deletedkeys/")
+	deletedPath := strings.HasPrefix(strings.TrimLeft(path, "/"), "deletedkeys/")
 	if op == OpCreate {
 		return s.create(base, name, body, pre)
 	}
@@ -582,7 +582,7 @@ func (s *Server) bundle(base string, k *key, kv *keyVersion) jsonBundle {
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	s.mu.Lock()
-	s.counts["token"]++
+	s.counts[CountToken]++
 	header := s.miHeader
 	var principal string
 	var found bool
@@ -621,7 +621,7 @@ func (s *Server) serveARM(w http.ResponseWriter, r *http.Request) {
 	seg := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
 	s.mu.Lock()
 	_, known := s.tokens[auth]
-	s.counts["arm"]++
+	s.counts[CountARM]++
 	p := s.props
 	s.mu.Unlock()
 	switch {

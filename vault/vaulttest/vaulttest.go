@@ -61,6 +61,12 @@ const (
 	OpRotate    = "rotate"
 )
 
+// Counters of requests outside the key operations (see Server.Count).
+const (
+	CountToken = "token" // managed identity token requests
+	CountARM   = "arm"   // Azure Resource Manager reads of vault properties
+)
+
 // CryptoServiceEncryptionUser holds the permissions of the built-in role
 // "Key Vault Crypto Service Encryption User": what a CMK identity needs.
 var CryptoServiceEncryptionUser = []string{OpGet, OpWrapKey, OpUnwrapKey}

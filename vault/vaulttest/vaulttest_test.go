@@ -137,3 +137,33 @@ func TestFaultsAndCounts(t *testing.T) {
 	s.ClearFaults()
 	require.NoError(t, wrap())
 }
+
+// Soft delete: a deleted key is listed under deletedkeys, its name cannot be
+// reused until it is recovered or purged, and a key may be called
+// "deletedkeys" without confusing the routes.
+func TestSoftDelete(t *testing.T) {
+	s := vaulttest.NewServer(t)
+	s.Grant("admin", vaulttest.AllPermissions...)
+	ctx := context.Background()
+	c, err := azkeys.NewClient(s.VaultURL("contoso"), s.Credential("admin"), s.ClientOptions())
+	require.NoError(t, err)
+	rsa := azkeys.CreateKeyParameters{Kty: to.Ptr(azkeys.KeyTypeRSA)}
+	for _, name := range []string{"k", "deletedkeys"} {
+		_, err = c.CreateKey(ctx, name, rsa, nil)
+		require.NoError(t, err)
+	}
+	_, err = c.DeleteKey(ctx, "k", nil)
+	require.NoError(t, err)
+	_, err = c.GetKey(ctx, "k", "", nil)
+	require.ErrorContains(t, err, "KeyNotFound")
+	_, err = c.CreateKey(ctx, "k", rsa, nil)
+	require.ErrorContains(t, err, "ObjectIsDeletedButRecoverable")
+	_, err = c.GetKey(ctx, "deletedkeys", "", nil)
+	require.NoError(t, err)
+	_, err = c.RecoverDeletedKey(ctx, "k", nil)
+	require.NoError(t, err)
+	_, err = c.GetKey(ctx, "k", "", nil)
+	require.NoError(t, err)
+	_, err = c.GetDeletedKey(ctx, "k", nil)
+	require.ErrorContains(t, err, "KeyNotFound")
+}
