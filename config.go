@@ -41,6 +41,10 @@ type Encryption struct {
 	// CMK is the customer-managed key: a Key Vault key (package vault) or a
 	// PKCS#11 key (package kek/pkcs11). Nil selects the MMK.
 	CMK kek.KEK
+	// Check, if set, validates the CMK's prerequisites before the instance
+	// accepts it (for a Key Vault key: vault.KEK.Validate with the cache's
+	// region). A CMK that implements Validator is also checked.
+	Check func(ctx context.Context) error
 }
 
 // MMK is the default encryption setting: the platform-managed key.

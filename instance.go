@@ -74,7 +74,7 @@ func Open(ctx context.Context, dir string, cfg Config) (*Instance, error) {
 	}
 	i := &Instance{dir: dir, cfg: cfg, mmk: mmk, stop: make(chan struct{})}
 	i.kek = i.resolve(cfg.Encryption)
-	if err := validate(ctx, i.kek); err != nil {
+	if err := validate(ctx, cfg.Encryption, i.kek); err != nil {
 		return nil, fmt.Errorf("cachecrypt.Open: %w", err)
 	}
 	for _, name := range []string{DiskPersistence, DiskOS} {
@@ -101,7 +101,12 @@ func (i *Instance) resolve(e Encryption) kek.KEK {
 	return i.mmk
 }
 
-func validate(ctx context.Context, k kek.KEK) error {
+func validate(ctx context.Context, e Encryption, k kek.KEK) error {
+	if e.Check != nil {
+		if err := e.Check(ctx); err != nil {
+			return err
+		}
+	}
 	if v, ok := k.(Validator); ok {
 		return v.Validate(ctx)
 	}

@@ -32,7 +32,7 @@ func (i *Instance) SetEncryption(ctx context.Context, e Encryption) error {
 		return fmt.Errorf("cachecrypt.SetEncryption: %w", err)
 	}
 	next := i.resolve(e)
-	if err := validate(ctx, next); err != nil {
+	if err := validate(ctx, e, next); err != nil {
 		return fmt.Errorf("cachecrypt.SetEncryption: %w", err)
 	}
 	i.mu.RLock()
