@@ -10,23 +10,23 @@ import (
 	"github.com/cachecrypt/cachecrypt/kek"
 )
 
-// Check runs the prerequisite checks of a customer-managed HSM key: RSA of
+// Validate runs the prerequisite checks of a customer-managed HSM key: RSA of
 // at least MinBits, private key sensitive, never extractable, and allowed to
 // decrypt. It returns nil, or a *kek.PrerequisiteError (matching
 // kek.ErrPrerequisite) listing every failed check with its fix. Keys made
 // by GenerateKey pass. Safe for concurrent use.
-func (k *KEK) Check(ctx context.Context) error {
+func (k *KEK) Validate(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("pkcs11.KEK.Check: %w", err)
+		return fmt.Errorf("pkcs11.KEK.Validate: %w", err)
 	}
 	c, err := k.connection()
 	if err != nil {
-		return fmt.Errorf("pkcs11.KEK.Check: %w", err)
+		return fmt.Errorf("pkcs11.KEK.Validate: %w", err)
 	}
 	attrs, err := c.ctx.GetAttributes(c.key, []crypto11.AttributeType{
 		crypto11.CkaSensitive, crypto11.CkaExtractable, crypto11.CkaDecrypt})
 	if err != nil {
-		return fmt.Errorf("pkcs11.KEK.Check: read attributes of %s: %w", k.keyID, classify(err))
+		return fmt.Errorf("pkcs11.KEK.Validate: read attributes of %s: %w", k.keyID, classify(err))
 	}
 	is := func(a crypto11.AttributeType) bool {
 		v := attrs[a]

@@ -3,6 +3,7 @@
 package pkcs11_test
 
 import (
+	"context"
 	"crypto"
 	"errors"
 	"testing"
@@ -14,7 +15,7 @@ import (
 )
 
 // TestKeyMayNotDecrypt: a key with CKA_DECRYPT false is reported as such
-// when opening (the probe), and by Check when the hash is configured.
+// when opening (the probe), and by Validate when the hash is configured.
 func TestKeyMayNotDecrypt(t *testing.T) {
 	_, priv := loadVector(t)
 	h := testenv.StartSoftHSM(t, "cachecrypt-test")
@@ -27,7 +28,7 @@ func TestKeyMayNotDecrypt(t *testing.T) {
 	require.NoError(t, err)
 	defer k.Close()
 	var pe *kek.PrerequisiteError
-	require.True(t, errors.As(k.Check(ctx), &pe))
+	require.True(t, errors.As(k.Validate(ctx), &pe))
 	require.Len(t, pe.Failed, 1)
 	require.Equal(t, "decrypt", pe.Failed[0].Name)
 	w, err := k.Wrap(ctx, make([]byte, 32))
@@ -36,16 +37,16 @@ func TestKeyMayNotDecrypt(t *testing.T) {
 	require.ErrorIs(t, err, kek.ErrRevoked)
 }
 
-// TestCheck imports a weak key (extractable, not sensitive) and checks that
-// Check lists both failures, while a generated key passes.
-func TestCheck(t *testing.T) {
+// TestValidate imports a weak key (extractable, not sensitive) and checks that
+// Validate lists both failures, while a generated key passes.
+func TestValidate(t *testing.T) {
 	_, priv := loadVector(t)
 	h := testenv.StartSoftHSM(t, "cachecrypt-test")
 	importKeyAttrs(t, h, "weak", []byte{9}, priv, false, true)
 	k, err := pkcs11.Open(ctx, h.URI("weak", []byte{9}))
 	require.NoError(t, err)
 	defer k.Close()
-	err = k.Check(ctx)
+	err = k.Validate(ctx)
 	require.ErrorIs(t, err, kek.ErrPrerequisite)
 	var pe *kek.PrerequisiteError
 	require.True(t, errors.As(err, &pe))
@@ -57,5 +58,10 @@ func TestCheck(t *testing.T) {
 	require.Equal(t, k.Descriptor().KeyID, pe.Key)
 
 	good := generate(t, h, "good", []byte{1}, 2048)
-	require.NoError(t, good.Check(ctx))
+	require.NoError(t, good.Validate(ctx))
 }
+
+// The root package checks a CMK's prerequisites through this interface.
+var _ interface {
+	Validate(context.Context) error
+} = (*pkcs11.KEK)(nil)

@@ -47,8 +47,8 @@ func (k *KEK) Unwrap(context.Context, kek.Wrapped) ([]byte, error) {
 	return nil, fmt.Errorf("pkcs11.KEK.Unwrap: %w", errNoCgo)
 }
 
-// Check fails: this build has no cgo.
-func (k *KEK) Check(context.Context) error { return fmt.Errorf("pkcs11.KEK.Check: %w", errNoCgo) }
+// Validate fails: this build has no cgo.
+func (k *KEK) Validate(context.Context) error { return fmt.Errorf("pkcs11.KEK.Validate: %w", errNoCgo) }
 
 // Close does nothing.
 func (k *KEK) Close() error { return nil }

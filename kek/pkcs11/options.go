@@ -101,5 +101,5 @@ const (
 	maxKeyID       = 4096
 )
 
-// MinBits is the smallest RSA key Check accepts.
+// MinBits is the smallest RSA key Validate accepts.
 const MinBits = 2048
