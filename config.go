@@ -84,6 +84,10 @@ type Config struct {
 	// ten minutes.
 	RevocationGrace time.Duration
 
+	// RefreshInterval is how often the probe loop calls RefreshKEK to
+	// follow a KEK that moved to a new version. Zero means one hour.
+	RefreshInterval time.Duration
+
 	// Logger receives an event record for every key operation; nil uses
 	// slog.Default(). Key bytes are never logged.
 	Logger *slog.Logger
@@ -106,6 +110,9 @@ func (c *Config) setDefaults(dir string) {
 	}
 	if c.RevocationGrace == 0 {
 		c.RevocationGrace = 10 * time.Minute
+	}
+	if c.RefreshInterval == 0 {
+		c.RefreshInterval = time.Hour
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
