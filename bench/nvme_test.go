@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/cachecrypt/cachecrypt/nvme"
@@ -113,26 +114,59 @@ var pageCiphers = []pageCipher{
 	}, 0},
 }
 
+// cpuNs returns the CPU time this process has used, in nanoseconds.
+func cpuNs() int64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return syscall.TimevalToNsec(ru.Utime) + syscall.TimevalToNsec(ru.Stime)
+}
+
+// loop runs op in b.Loop and reports cpu-ns/op: the CPU time the process
+// spent per operation (all threads). Unlike ns/op it does not grow when the
+// shared machine takes the CPU away, so ratios between benchmarks hold
+// under load.
+func loop(b *testing.B, op func(i int64)) {
+	b.SetBytes(nvmePageSize)
+	start := cpuNs()
+	i := int64(0)
+	for b.Loop() {
+		op(i)
+		i++
+	}
+	b.ReportMetric(float64(cpuNs()-start)/float64(b.N), "cpu-ns/op")
+}
+
+// loopParallel is loop for b.RunParallel; each goroutine gets its own op
+// from newOp.
+func loopParallel(b *testing.B, newOp func() func(i int64)) {
+	b.SetBytes(nvmePageSize)
+	var next atomic.Int64
+	start := cpuNs()
+	b.RunParallel(func(pb *testing.PB) {
+		op := newOp()
+		for pb.Next() {
+			op(next.Add(1))
+		}
+	})
+	b.ReportMetric(float64(cpuNs()-start)/float64(b.N), "cpu-ns/op")
+}
+
 func BenchmarkNVMe(b *testing.B) {
 	for _, pc := range pageCiphers {
 		b.Run(pc.name+"-seal", func(b *testing.B) {
 			seal, _ := pc.new()
 			p, dst := make([]byte, nvmePageSize), make([]byte, nvmePageSize+pc.over)
-			b.SetBytes(nvmePageSize)
-			for b.Loop() {
-				seal(dst, p, 7)
-			}
+			loop(b, func(int64) { seal(dst, p, 7) })
 		})
 		b.Run(pc.name+"-open", func(b *testing.B) {
 			seal, open := pc.new()
 			p := make([]byte, nvmePageSize)
 			ct := seal(make([]byte, nvmePageSize+pc.over), p, 7)
-			b.SetBytes(nvmePageSize)
-			for b.Loop() {
+			loop(b, func(int64) {
 				if err := open(p, ct, 7); err != nil {
 					b.Fatal(err)
 				}
-			}
+			})
 		})
 	}
 	for _, d := range nvmeDevs {
@@ -142,12 +176,10 @@ func BenchmarkNVMe(b *testing.B) {
 				dev, _ := d.open(b)
 				seal, _ := pc.new()
 				p, buf := make([]byte, nvmePageSize), make([]byte, slot)
-				b.SetBytes(nvmePageSize)
-				i := int64(0)
-				for b.Loop() {
-					dev.WriteAt(seal(buf, p, uint64(i)), i%d.pages*slot)
-					i++
-				}
+				loop(b, func(i int64) {
+					pg := i % d.pages
+					dev.WriteAt(seal(buf, p, uint64(pg)), pg*slot)
+				})
 			})
 			b.Run(pc.name+"-read/"+d.name, func(b *testing.B) {
 				dev, _ := d.open(b)
@@ -156,41 +188,32 @@ func BenchmarkNVMe(b *testing.B) {
 				for i := range d.pages {
 					dev.WriteAt(seal(buf, p, uint64(i)), i*slot)
 				}
-				b.SetBytes(nvmePageSize)
-				i := int64(0)
-				for b.Loop() {
+				loop(b, func(i int64) {
 					pg := i % d.pages
 					dev.ReadAt(buf, pg*slot)
 					if err := open(p, buf, uint64(pg)); err != nil {
 						b.Fatal(err)
 					}
-					i++
-				}
+				})
 			})
 		}
 		b.Run("nvme-write/"+d.name, func(b *testing.B) {
 			s := nvmeStore(b, d)
 			p := make([]byte, nvmePageSize)
-			b.SetBytes(nvmePageSize)
-			i := int64(0)
-			for b.Loop() {
+			loop(b, func(i int64) {
 				if err := s.WritePage(i%d.pages, p); err != nil {
 					b.Fatal(err)
 				}
-				i++
-			}
+			})
 		})
 		b.Run("nvme-read/"+d.name, func(b *testing.B) {
 			s := nvmeStore(b, d)
 			p := make([]byte, nvmePageSize)
-			b.SetBytes(nvmePageSize)
-			i := int64(0)
-			for b.Loop() {
+			loop(b, func(i int64) {
 				if err := s.ReadPage(i%d.pages, p); err != nil {
 					b.Fatal(err)
 				}
-				i++
-			}
+			})
 		})
 	}
 }
@@ -200,24 +223,19 @@ func BenchmarkNVMeParallel(b *testing.B) {
 	for _, pc := range pageCiphers {
 		b.Run(pc.name+"-seal", func(b *testing.B) {
 			seal, _ := pc.new()
-			b.SetBytes(nvmePageSize)
-			b.RunParallel(func(pb *testing.PB) {
+			loopParallel(b, func() func(int64) {
 				p, dst := make([]byte, nvmePageSize), make([]byte, nvmePageSize+pc.over)
-				for pb.Next() {
-					seal(dst, p, 7)
-				}
+				return func(int64) { seal(dst, p, 7) }
 			})
 		})
 		b.Run(pc.name+"-open", func(b *testing.B) {
 			seal, open := pc.new()
 			ct := seal(make([]byte, nvmePageSize+pc.over), make([]byte, nvmePageSize), 7)
-			b.SetBytes(nvmePageSize)
-			b.RunParallel(func(pb *testing.PB) {
+			loopParallel(b, func() func(int64) {
 				p := make([]byte, nvmePageSize)
-				for pb.Next() {
+				return func(int64) {
 					if err := open(p, ct, 7); err != nil {
 						b.Error(err)
-						return
 					}
 				}
 			})
@@ -226,28 +244,22 @@ func BenchmarkNVMeParallel(b *testing.B) {
 	for _, d := range nvmeDevs {
 		b.Run("nvme-write/"+d.name, func(b *testing.B) {
 			s := nvmeStore(b, d)
-			var next atomic.Int64
-			b.SetBytes(nvmePageSize)
-			b.RunParallel(func(pb *testing.PB) {
+			loopParallel(b, func() func(int64) {
 				p := make([]byte, nvmePageSize)
-				for pb.Next() {
-					if err := s.WritePage(next.Add(1)%d.pages, p); err != nil {
+				return func(i int64) {
+					if err := s.WritePage(i%d.pages, p); err != nil {
 						b.Error(err)
-						return
 					}
 				}
 			})
 		})
 		b.Run("nvme-read/"+d.name, func(b *testing.B) {
 			s := nvmeStore(b, d)
-			var next atomic.Int64
-			b.SetBytes(nvmePageSize)
-			b.RunParallel(func(pb *testing.PB) {
+			loopParallel(b, func() func(int64) {
 				p := make([]byte, nvmePageSize)
-				for pb.Next() {
-					if err := s.ReadPage(next.Add(1)%d.pages, p); err != nil {
+				return func(i int64) {
+					if err := s.ReadPage(i%d.pages, p); err != nil {
 						b.Error(err)
-						return
 					}
 				}
 			})
