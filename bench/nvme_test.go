@@ -28,8 +28,8 @@ import (
 //     dm-crypt does: no integrity, no replay or relocation detection.
 //   - nvme:  nvme.Store.WritePage / ReadPage.
 //
-// "/hot" runs on one page of an in-memory device that stays in the L1/L2
-// cache: the store's per-page cost with I/O reduced to a cached copy, to set
+// "/hot" runs on 8 pages (32 KiB) of an in-memory device that stay in the
+// CPU cache: the store's per-page cost with I/O reduced to a cached copy, to set
 // beside raw gcm-seal/gcm-open. "/mem" cycles through 1024 pages (4 MiB) of an
 // in-memory device: crypto plus one uncached memory copy per page, the floor
 // of any page store. "/file" uses a file in the page cache, where each
@@ -60,8 +60,8 @@ func (m memDev) ReadAt(p []byte, off int64) (int, error) {
 func (m memDev) WriteAt(p []byte, off int64) (int, error) { return copy(m[off:], p), nil }
 
 var nvmeDevs = []nvmeDev{
-	{"hot", 1, func(b *testing.B) (nvme.Device, int64) {
-		n := int64(3 * (nvmePageSize + 16))
+	{"hot", 8, func(b *testing.B) (nvme.Device, int64) {
+		n := int64(11 * (nvmePageSize + 16))
 		return make(memDev, n), n
 	}},
 	{"mem", nvmePages, func(b *testing.B) (nvme.Device, int64) {
