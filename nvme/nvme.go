@@ -131,8 +131,9 @@ func checkOptionKEK(k kek.KEK) error {
 }
 
 // Store is an encrypted page store over a Device. Its methods are safe for
-// concurrent use. Calls on different pages run in parallel; calls on the same
-// page are serialized, so a read that overlaps a write of the same page
+// concurrent use. Calls on different pages run in parallel (pages share 1024
+// striped locks, so two pages whose numbers are equal modulo 1024 take turns);
+// calls on the same page are serialized, so a read that overlaps a write of the same page
 // returns either the old or the new contents, whole, and never a spurious
 // error.
 type Store struct {
@@ -425,7 +426,7 @@ func readFull(r io.ReaderAt, p []byte, off int64) error {
 // ReadAt reads whole pages: off and len(p) must be multiples of the page
 // size. It implements io.ReaderAt: it returns io.EOF for a read that starts
 // at or runs past the end of the store, and otherwise the first error of
-// ReadPage, with n counting the pages read before it. Safe for concurrent
+// ReadPage, with n the bytes of the whole pages read before it. Safe for concurrent
 // use, with the same-page rules of ReadPage.
 func (s *Store) ReadAt(p []byte, off int64) (int, error) {
 	return s.pages("ReadAt", p, off, s.ReadPage)
@@ -461,7 +462,9 @@ func (s *Store) pages(op string, p []byte, off int64, do func(int64, []byte) err
 	return n, nil
 }
 
-// Close zeroes the page key and, for a store made by Open, closes the file.
+// Close zeroes the page key and the in-memory generations and, for a store
+// made by Open, closes the file. (The expanded AES key schedule inside
+// crypto/aes cannot be zeroed from outside; Close drops the last reference.)
 // It waits for calls in flight; later calls fail with ErrClosed. Every page
 // of the session becomes unreadable for good. Close is idempotent: later
 // calls return the first call's result.

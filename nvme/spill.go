@@ -17,14 +17,15 @@ var (
 // Spill keeps values of any size under string keys in the pages of a Store:
 // the piece a Flash-tier cache uses to keep cold values on NVMe instead of
 // RAM. A value takes ceil(len/PageSize) pages, not necessarily adjacent; a
-// value shorter than a page takes a whole page. Freed pages go on a free list
-// and are reused before fresh ones. The index (key -> pages and length) lives
-// in memory only, like the store's key.
+// value shorter than a page takes a whole page, so pick a page size near the
+// typical cold value (down to MinPageSize). Freed pages go on a free list and
+// are reused before fresh ones. The index (key -> pages and length) lives in
+// memory only, like the store's key.
 //
-// Spill is safe for concurrent use. Get runs without holding the index lock
-// during I/O; Puts and Deletes of the same key are serialized, the last one
-// wins, and a Get concurrent with them returns the old or the new value,
-// whole.
+// Spill is safe for concurrent use, and no lock is held during I/O. Each Put
+// and Delete takes effect atomically; of concurrent ones on the same key, the
+// last to finish wins. A Get concurrent with them returns the old or the new
+// value, whole, never a mix.
 type Spill struct {
 	s     *Store
 	pages sync.Pool // *[]byte of one page, for partial pages
