@@ -426,16 +426,16 @@ func readFull(r io.ReaderAt, p []byte, off int64) error {
 // ReadAt reads whole pages: off and len(p) must be multiples of the page
 // size. It implements io.ReaderAt: it returns io.EOF for a read that starts
 // at or runs past the end of the store, and otherwise the first error of
-// ReadPage, with n the bytes of the whole pages read before it. Safe for concurrent
-// use, with the same-page rules of ReadPage.
+// ReadPage, with n the bytes of the whole pages read before it. Safe for
+// concurrent use, with the same-page rules of ReadPage.
 func (s *Store) ReadAt(p []byte, off int64) (int, error) {
 	return s.pages("ReadAt", p, off, s.ReadPage)
 }
 
 // WriteAt writes whole pages: off and len(p) must be multiples of the page
-// size. It implements io.WriterAt, with n counting the pages written before
-// the first error. A write past the end of the store fails with
-// ErrPageRange. Safe for concurrent use, with the same-page rules of
+// size. It implements io.WriterAt, with n the bytes of the whole pages
+// written before the first error. A write past the end of the store fails
+// with ErrPageRange. Safe for concurrent use, with the same-page rules of
 // WritePage.
 func (s *Store) WriteAt(p []byte, off int64) (int, error) {
 	return s.pages("WriteAt", p, off, s.WritePage)
