@@ -14,6 +14,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"os"
 	"path/filepath"
@@ -77,20 +78,29 @@ func (c *cache) Get(key string) ([]byte, error) {
 }
 
 func main() {
-	file := flag.String("file", filepath.Join(os.TempDir(), "cachecrypt-flash.img"), "flash file or block device")
-	keys := flag.Int("keys", 2000, "number of keys to write")
-	hot := flag.Int("hot", 100, "values kept in RAM")
-	cmk := flag.Bool("cmk", false, "ask for a customer-managed key (refused)")
-	flag.Parse()
+	if err := run(os.Args[1:], os.Stdout); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func run(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("flash", flag.ContinueOnError)
+	file := fs.String("file", filepath.Join(os.TempDir(), "cachecrypt-flash.img"), "flash file or block device")
+	keys := fs.Int("keys", 2000, "number of keys to write")
+	hot := fs.Int("hot", 100, "values kept in RAM")
+	cmk := fs.Bool("cmk", false, "ask for a customer-managed key (refused)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
 
 	if *cmk {
 		d := kek.Descriptor{Kind: kek.KindKeyVault, KeyID: "https://contoso.vault.azure.net/keys/flash/1", Algorithm: "RSA-OAEP-256"}
-		log.Fatal(nvme.CheckKEK(d))
+		return nvme.CheckKEK(d)
 	}
 
 	store, err := nvme.Open(*file, &nvme.Options{Pages: int64(*keys) + 16})
 	if err != nil {
-		log.Fatal(err)
+		return err
 	}
 	defer store.Close()
 	c := newCache(*hot, nvme.NewSpill(store))
@@ -98,18 +108,19 @@ func main() {
 	value := func(i int) []byte { return fmt.Appendf(nil, "value %d: %0*d", i, 50+i%3000, i) }
 	for i := range *keys {
 		if err := c.Set(fmt.Sprint("key:", i), value(i)); err != nil {
-			log.Fatal(err)
+			return err
 		}
 	}
 	for i := *keys - 1; i >= 0; i-- { // newest first: the hot ones are still in RAM
 		v, err := c.Get(fmt.Sprint("key:", i))
 		if err != nil {
-			log.Fatal(err)
+			return err
 		}
 		if string(v) != string(value(i)) {
-			log.Fatalf("key:%d read back wrong", i)
+			return fmt.Errorf("key:%d read back wrong", i)
 		}
 	}
-	fmt.Printf("%d keys, %d in RAM, %d spilled to encrypted flash %s\n", *keys, c.lru.Len(), c.spills, *file)
-	fmt.Printf("reads: %d from RAM, %d from flash, all verified\n", c.hits, c.flashHits)
+	fmt.Fprintf(out, "%d keys, %d in RAM, %d spilled to encrypted flash %s\n", *keys, c.lru.Len(), c.spills, *file)
+	fmt.Fprintf(out, "reads: %d from RAM, %d from flash, all verified\n", c.hits, c.flashHits)
+	return nil
 }
