@@ -153,6 +153,12 @@ type Store struct {
 	closeErr error
 }
 
+var (
+	_ io.ReaderAt = (*Store)(nil)
+	_ io.WriterAt = (*Store)(nil)
+	_ Device      = (*os.File)(nil)
+)
+
 type stripe struct {
 	sync.RWMutex
 	_ [40]byte // keep stripes on separate cache lines
