@@ -4,6 +4,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"encoding/binary"
+	"io"
 	"sync"
 )
 
@@ -28,7 +29,9 @@ type unit struct {
 	nonce [12]byte
 	src   []byte // plaintext to seal, or ciphertext to open
 	dst   []byte // output; len 0, capacity for the result
+	off   int64  // open: where src is read from, when the task has a source
 	ok    bool   // open: authenticated
+	err   error  // open: reading src failed
 }
 
 // setNonce writes the STREAM nonce: 7 zero bytes, the index (u32 BE) and
@@ -47,12 +50,26 @@ type task struct {
 	ad    []byte
 	units []unit
 	open  bool
+	src   io.ReaderAt // open: if set, each unit's ciphertext is read first
 	wg    *sync.WaitGroup
 }
 
+// run seals or opens the task's units. When opening from a source, each
+// segment is read just before it is opened, while the reads of other tasks
+// run in parallel, and its ciphertext is still in cache when decrypted.
 func (t *task) run() {
 	for i := range t.units {
 		u := &t.units[i]
+		if t.src != nil {
+			u.ok, u.err = false, nil
+			if n, err := t.src.ReadAt(u.src, u.off); n < len(u.src) {
+				if err == nil || err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				u.err = err
+				continue
+			}
+		}
 		if t.open {
 			_, err := t.aead.Open(u.dst, u.nonce[:], u.src, t.ad)
 			u.ok = err == nil
@@ -84,12 +101,13 @@ func newCrypter(aead cipher.AEAD, ad []byte, batch, conc int) *crypter {
 	return c
 }
 
-// do seals or opens c.units[:n] and returns when all are done. With one
-// task, or one unit, it runs on the calling goroutine.
-func (c *crypter) do(n int, open bool) {
+// do seals or opens c.units[:n] and returns when all are done; src, if not
+// nil, is where the units' ciphertexts are read from first. With one task,
+// or one unit, it runs on the calling goroutine.
+func (c *crypter) do(n int, open bool, src io.ReaderAt) {
 	conc := min(len(c.tasks), n)
 	if conc <= 1 {
-		t := task{aead: c.aead, ad: c.ad, units: c.units[:n], open: open}
+		t := task{aead: c.aead, ad: c.ad, units: c.units[:n], open: open, src: src}
 		t.run()
 		return
 	}
@@ -100,7 +118,7 @@ func (c *crypter) do(n int, open bool) {
 		if i < extra {
 			k++
 		}
-		c.tasks[i] = task{aead: c.aead, ad: c.ad, units: c.units[start : start+k], open: open, wg: &c.wg}
+		c.tasks[i] = task{aead: c.aead, ad: c.ad, units: c.units[start : start+k], open: open, src: src, wg: &c.wg}
 		start += k
 	}
 	c.wg.Add(conc - 1)

@@ -118,14 +118,14 @@ func (r *Reader) openLast(lastCT int64) error {
 	u := &r.c.units[0]
 	u.src, u.dst = ct, r.lastBuf[:0]
 	u.setNonce(uint32(i), true)
-	r.c.do(1, true)
+	r.c.do(1, true, nil)
 	if u.ok {
 		return nil
 	}
 	if lastCT == r.seg+TagSize {
 		u.setNonce(uint32(i), false)
 		u.dst = r.cur[:0]
-		r.c.do(1, true)
+		r.c.do(1, true, nil)
 		clear(r.cur)
 		if u.ok {
 			return fmt.Errorf("stream ends after segment %d without its final segment (cut at a segment boundary): %w", i, ErrTruncated)
@@ -226,23 +226,28 @@ func (r *Reader) readAt(p []byte, off int64) (int, error) {
 // after them in dst is zeroed.
 func (r *Reader) openInto(dst []byte, first int64, k int) (int, error) {
 	ctLen := int(r.seg + TagSize)
-	ct := r.ct[:k*ctLen]
-	if err := r.readCT(ct, first); err != nil {
-		return 0, err
-	}
 	seg := int(r.seg)
 	for j := range k {
 		u := &r.c.units[j]
-		u.src = ct[j*ctLen : (j+1)*ctLen]
+		u.src = r.ct[j*ctLen : (j+1)*ctLen]
+		u.off = r.hdrLen + (first+int64(j))*int64(ctLen)
 		u.dst = dst[j*seg : j*seg : (j+1)*seg]
 		u.setNonce(uint32(first+int64(j)), false)
 	}
-	r.c.do(k, true)
+	r.c.do(k, true, r.src)
 	for j := range k {
-		if !r.c.units[j].ok {
-			clear(dst[j*seg:])
-			return j * seg, fmt.Errorf("segment %d failed authentication (tampered, reordered, or from another file or key): %w", first+int64(j), ErrAuthentication)
+		u := &r.c.units[j]
+		if u.ok {
+			continue
 		}
+		clear(dst[j*seg:])
+		switch {
+		case u.err == io.ErrUnexpectedEOF:
+			return j * seg, fmt.Errorf("segment %d: file shrank while open: %w", first+int64(j), ErrTruncated)
+		case u.err != nil:
+			return j * seg, fmt.Errorf("segment %d: %w", first+int64(j), u.err)
+		}
+		return j * seg, fmt.Errorf("segment %d failed authentication (tampered, reordered, or from another file or key): %w", first+int64(j), ErrAuthentication)
 	}
 	return len(dst), nil
 }

@@ -251,7 +251,7 @@ func (s *segWriter) seal(k int, last bool) error {
 		u.dst = s.out[size:size]
 		size += len(u.src) + TagSize
 	}
-	s.c.do(k, false)
+	s.c.do(k, false, nil)
 	for i := range k {
 		s.c.units[i].src = nil
 	}
