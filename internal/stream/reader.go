@@ -323,7 +323,8 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	buf := make([]byte, len(r.c.units)*int(r.seg))
+	buf := make([]byte, min(int64(len(r.c.units))*r.seg, max(r.size-r.off, 0)))
+	defer clear(buf)
 	var total int64
 	for {
 		n, err := r.readAt(buf, r.off)
@@ -349,7 +350,8 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 func (r *Reader) Verify() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	buf := make([]byte, len(r.c.units)*int(r.seg))
+	buf := make([]byte, min(int64(len(r.c.units)), r.nseg-1)*r.seg)
+	defer clear(buf)
 	for i := int64(0); i < r.nseg-1; {
 		k := min(int64(len(r.c.units)), r.nseg-1-i)
 		if _, err := r.openInto(buf[:k*r.seg], i, int(k)); err != nil {
@@ -357,7 +359,6 @@ func (r *Reader) Verify() error {
 		}
 		i += k
 	}
-	clear(buf)
 	return nil
 }
 
