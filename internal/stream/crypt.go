@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"io"
 	"sync"
+	"sync/atomic"
 )
 
 // newAEAD derives the stream's key and builds its AES-256-GCM, clearing the
@@ -44,57 +45,38 @@ func (u *unit) setNonce(index uint32, last bool) {
 	}
 }
 
-// task is the share of a batch one goroutine works on.
-type task struct {
-	aead  cipher.AEAD
-	ad    []byte
-	units []unit
-	open  bool
-	src   io.ReaderAt // open: if set, each unit's ciphertext is read first
-	wg    *sync.WaitGroup
-}
-
-// run seals or opens the task's units. When opening from a source, each
-// segment is read just before it is opened, while the reads of other tasks
-// run in parallel, and its ciphertext is still in cache when decrypted.
-func (t *task) run() {
-	for i := range t.units {
-		u := &t.units[i]
-		if t.src != nil {
-			u.ok, u.err = false, nil
-			if n, err := t.src.ReadAt(u.src, u.off); n < len(u.src) {
-				if err == nil || err == io.EOF {
-					err = io.ErrUnexpectedEOF
-				}
-				u.err = err
-				continue
-			}
-		}
-		if t.open {
-			_, err := t.aead.Open(u.dst, u.nonce[:], u.src, t.ad)
-			u.ok = err == nil
-			if !u.ok {
-				clear(u.dst[:cap(u.dst)])
-			}
-		} else {
-			t.aead.Seal(u.dst, u.nonce[:], u.src, t.ad)
-		}
-	}
-}
-
-// crypter runs batches of units over a fixed number of goroutines. Its
-// goroutines come from a pool shared by every stream of the process, so a
+// crypter seals or opens batches of units on the calling goroutine helped
+// by up to conc-1 pool goroutines. Units are claimed one at a time from a
+// shared counter, so the caller never waits for a helper to wake up: if a
+// helper starts late, the caller has already taken its share, and a helper
+// that starts after its batch is over finds nothing to claim and leaves.
+//
+// The pool's goroutines are shared by every stream of the process, so a
 // Reader needs no Close and nothing is started per batch.
 type crypter struct {
 	aead  cipher.AEAD
 	ad    []byte
 	units []unit // one per segment of a batch
-	tasks []task
-	wg    sync.WaitGroup
+	conc  int
+
+	// Batch parameters, written by the caller before state is published.
+	open bool
+	src  io.ReaderAt // open: if set, each unit's ciphertext is read first
+
+	gen      uint64        // batch generation, owned by the caller
+	state    atomic.Uint64 // gen<<44 | n<<22 | next
+	done     atomic.Int64  // units finished in this batch
+	finished chan struct{} // receives once per batch when done reaches n
 }
 
+const (
+	unitBits = 22
+	unitMask = 1<<unitBits - 1
+	genMask  = 1<<(64-2*unitBits) - 1
+)
+
 func newCrypter(aead cipher.AEAD, ad []byte, batch, conc int) *crypter {
-	c := &crypter{aead: aead, ad: ad, units: make([]unit, batch), tasks: make([]task, conc)}
+	c := &crypter{aead: aead, ad: ad, units: make([]unit, batch), conc: conc, finished: make(chan struct{}, 1)}
 	if conc > 1 {
 		startWorkers(conc - 1)
 	}
@@ -102,35 +84,80 @@ func newCrypter(aead cipher.AEAD, ad []byte, batch, conc int) *crypter {
 }
 
 // do seals or opens c.units[:n] and returns when all are done; src, if not
-// nil, is where the units' ciphertexts are read from first. With one task,
-// or one unit, it runs on the calling goroutine.
+// nil, is where the units' ciphertexts are read from first.
 func (c *crypter) do(n int, open bool, src io.ReaderAt) {
-	conc := min(len(c.tasks), n)
-	if conc <= 1 {
-		t := task{aead: c.aead, ad: c.ad, units: c.units[:n], open: open, src: src}
-		t.run()
+	c.open, c.src = open, src
+	helpers := min(c.conc, n) - 1
+	if helpers <= 0 {
+		for i := range n {
+			c.process(i)
+		}
 		return
 	}
-	per, extra := n/conc, n%conc
-	start := 0
-	for i := range conc {
-		k := per
-		if i < extra {
-			k++
+	c.gen = (c.gen + 1) & genMask
+	c.done.Store(0)
+	c.state.Store(c.gen<<(2*unitBits) | uint64(n)<<unitBits)
+	for range helpers {
+		select {
+		case work <- job{c, c.gen}:
+		default: // every pool goroutine is busy: the caller does the work
 		}
-		c.tasks[i] = task{aead: c.aead, ad: c.ad, units: c.units[start : start+k], open: open, src: src, wg: &c.wg}
-		start += k
 	}
-	c.wg.Add(conc - 1)
-	for i := 1; i < conc; i++ {
-		work <- &c.tasks[i]
+	c.help(c.gen)
+	<-c.finished
+}
+
+// help claims and processes units of batch gen until none is left.
+func (c *crypter) help(gen uint64) {
+	for {
+		s := c.state.Load()
+		n, next := s>>unitBits&unitMask, s&unitMask
+		if s>>(2*unitBits) != gen || next >= n {
+			return
+		}
+		if !c.state.CompareAndSwap(s, s+1) {
+			continue
+		}
+		c.process(int(next))
+		if c.done.Add(1) == int64(n) {
+			c.finished <- struct{}{}
+		}
 	}
-	c.tasks[0].run()
-	c.wg.Wait()
+}
+
+// process seals or opens unit i. When opening from a source, the segment
+// is read just before it is opened, in parallel with the other units, and
+// is still in cache when decrypted.
+func (c *crypter) process(i int) {
+	u := &c.units[i]
+	if c.src != nil {
+		u.ok, u.err = false, nil
+		if n, err := c.src.ReadAt(u.src, u.off); n < len(u.src) {
+			if err == nil || err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			u.err = err
+			return
+		}
+	}
+	if !c.open {
+		c.aead.Seal(u.dst, u.nonce[:], u.src, c.ad)
+		return
+	}
+	_, err := c.aead.Open(u.dst, u.nonce[:], u.src, c.ad)
+	u.ok = err == nil
+	if !u.ok {
+		clear(u.dst[:cap(u.dst)])
+	}
+}
+
+type job struct {
+	c   *crypter
+	gen uint64
 }
 
 var (
-	work        = make(chan *task, 256)
+	work        = make(chan job, 256)
 	workersMu   sync.Mutex
 	workerCount int
 )
@@ -142,9 +169,8 @@ func startWorkers(n int) {
 	defer workersMu.Unlock()
 	for ; workerCount < n; workerCount++ {
 		go func() {
-			for t := range work {
-				t.run()
-				t.wg.Done()
+			for j := range work {
+				j.c.help(j.gen)
 			}
 		}()
 	}

@@ -118,10 +118,12 @@ func concurrency(n int) int {
 }
 
 // batchSegments is how many segments one parallel round seals or opens:
-// at least two per goroutine and at least 256 KiB per goroutine, so the
-// cost of handing work to a goroutine stays small beside the crypto.
+// per goroutine, at least two segments and about 512 KiB (at most 1024
+// segments), so handing work over costs little beside the crypto. The
+// Writer's memory is two such batches (plaintext in, ciphertext out), the
+// Reader's one: constant whatever the stream's length.
 func batchSegments(segSize, conc int) int {
-	per := max(2, (256<<10)/segSize)
+	per := max(2, min(1024, (512<<10)/segSize))
 	return conc * per
 }
 
