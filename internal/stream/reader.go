@@ -49,6 +49,9 @@ func NewReader(src io.ReaderAt, size int64, keys Keys, purpose string) (*Reader,
 }
 
 func newReader(src io.ReaderAt, size int64, keys Keys, purpose string) (*Reader, error) {
+	if size < 0 {
+		return nil, fmt.Errorf("negative size %d", size)
+	}
 	hb := make([]byte, min(size, int64(MaxHeaderLen)))
 	if _, err := src.ReadAt(hb, 0); err != nil && !(err == io.EOF && len(hb) > 0) {
 		if err == io.EOF {
