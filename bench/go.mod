@@ -1,6 +1,6 @@
 module github.com/cachecrypt/cachecrypt/bench
 
-go 1.26
+go 1.26.0
 
 replace github.com/cachecrypt/cachecrypt => ../
 
@@ -12,7 +12,7 @@ require (
 
 require (
 	github.com/klauspost/compress v1.20.4 // indirect
-	golang.org/x/crypto v0.53.0 // indirect
-	golang.org/x/sys v0.46.0 // indirect
+	golang.org/x/crypto v0.58.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
 	google.golang.org/protobuf v1.36.11 // indirect
 )
