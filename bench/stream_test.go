@@ -114,8 +114,8 @@ var variants = []variant{
 	{"seg=16KiB", 16 << 10, stream.None},
 	{"seg=64KiB", 64 << 10, stream.None},
 	{"seg=1MiB", 1 << 20, stream.None},
-	{"seg=64KiB/zstd", 64 << 10, stream.Zstd},
-	{"seg=64KiB/s2", 64 << 10, stream.S2},
+	{"seg=64KiB,zstd", 64 << 10, stream.Zstd},
+	{"seg=64KiB,s2", 64 << 10, stream.S2},
 }
 
 func sealCachecrypt(dst io.Writer, v variant) error {
