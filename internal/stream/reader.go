@@ -53,12 +53,11 @@ func newReader(src io.ReaderAt, size int64, keys Keys, purpose string) (*Reader,
 		return nil, fmt.Errorf("negative size %d", size)
 	}
 	hb := make([]byte, min(size, int64(MaxHeaderLen)))
-	if _, err := src.ReadAt(hb, 0); err != nil && !(err == io.EOF && len(hb) > 0) {
-		if err == io.EOF {
-			return nil, fmt.Errorf("empty file: %w", ErrTruncated)
-		}
+	m, err := src.ReadAt(hb, 0)
+	if err != nil && err != io.EOF {
 		return nil, fmt.Errorf("read header: %w", err)
 	}
+	hb = hb[:m]
 	h, n, err := ParseHeader(hb)
 	if err != nil {
 		return nil, err
