@@ -59,6 +59,9 @@ func (l *Log) recover() error {
 		return err
 	}
 	l.man = m
+	// Unlisted parts are leftovers of a crash between creating a part and
+	// committing the manifest that lists it (inspect ruled out a rollback).
+	removeParts(l.dir, leftovers)
 	if last := m.last(); last != nil && !last.Closed {
 		p := parts[len(parts)-1]
 		size, frames, dmg, err := scanTail(p, l.keys, l.opts.AllowTruncated, l.plain)
@@ -75,11 +78,7 @@ func (l *Log) recover() error {
 		m.Entries[len(m.Entries)-1].Size = size
 		m.Entries[len(m.Entries)-1].Frames = frames
 	}
-	if err := l.startIncr(m, nil); err != nil {
-		return err
-	}
-	removeParts(l.dir, leftovers)
-	return nil
+	return l.startIncr(m, nil)
 }
 
 // scanTail authenticates every frame of the open part p and returns where
