@@ -99,6 +99,9 @@ func loadManifest(dir, name string, keys Keys) (*manifest, error) {
 	if err == nil {
 		err = m.verify(keys)
 	}
+	if err == nil {
+		err = m.check()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
