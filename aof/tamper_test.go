@@ -25,7 +25,7 @@ type fixture struct {
 	want       []byte // the replayed plaintext
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	keys, dir := newKeys(t), t.TempDir()
 	f := &fixture{keys: keys, dir: dir}
 	l, err := Open(dir, keys, Options{})
@@ -52,7 +52,7 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
-func readManifest(t *testing.T, dir string) []byte {
+func readManifest(t testing.TB, dir string) []byte {
 	b, err := os.ReadFile(filepath.Join(dir, "appendonly.aof.manifest"))
 	require.NoError(t, err)
 	return b
