@@ -179,6 +179,7 @@ type frameReader struct {
 	size  int64 // file size: frames never extend past it
 	index uint64
 	buf   []byte
+	hdr   [frameHdrSize]byte
 }
 
 // damage reports an error at offset off of the part being read.
@@ -204,13 +205,13 @@ func (fr *frameReader) next() ([]byte, error) {
 	if rem < frameHdrSize {
 		return nil, fr.torn(rem, fmt.Errorf("%d bytes left, less than a frame header: %w", rem, integrity.ErrTruncated))
 	}
-	var h [frameHdrSize]byte
+	h := &fr.hdr
 	if _, err := io.ReadFull(fr.r, h[:]); err != nil {
 		return nil, fr.ioErr(err)
 	}
 	n := binary.BigEndian.Uint32(h[:])
 	if binary.BigEndian.Uint32(h[4:]) != fr.s.frameCheck(fr.index, n) {
-		if h == [frameHdrSize]byte{} {
+		if *h == [frameHdrSize]byte{} {
 			// A crash can leave a zero-filled tail on some filesystems.
 			if z, err := fr.zeroTail(rem - frameHdrSize); err != nil || z {
 				if err != nil {
