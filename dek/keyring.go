@@ -49,9 +49,17 @@ func (k *Keyring) FileKey(version uint32, purpose string, salt []byte) ([]byte, 
 	if !ok {
 		return nil, fmt.Errorf("dek.FileKey: disk %q holds DEK versions %v, not %d: %w", k.file.DiskID, k.versions(), version, ErrUnknownVersion)
 	}
-	info := fmt.Appendf(nil, "cachecrypt file key v1\x00%s\x00%s\x00", purpose, k.file.DiskID)
+	return DeriveFileKey(d, k.file.DiskID, version, purpose, salt)
+}
+
+// DeriveFileKey is the file-key derivation of FORMAT.md, exposed for test
+// vectors and tools that hold a raw DEK: HKDF-SHA256 with secret dek, the
+// given salt, and info "cachecrypt file key v1" 0x00 purpose 0x00 diskID 0x00
+// followed by the version as 4 big-endian bytes.
+func DeriveFileKey(dek []byte, diskID string, version uint32, purpose string, salt []byte) ([]byte, error) {
+	info := fmt.Appendf(nil, "cachecrypt file key v1\x00%s\x00%s\x00", purpose, diskID)
 	info = binary.BigEndian.AppendUint32(info, version)
-	return hkdf.Key(sha256.New, d, salt, string(info), KeySize)
+	return hkdf.Key(sha256.New, dek, salt, string(info), KeySize)
 }
 
 func (k *Keyring) versions() []uint32 {
