@@ -255,7 +255,7 @@ func (l *Log) refuse() error {
 	case l.fatal != nil:
 		return fmt.Errorf("log is unusable after an earlier failure, reopen it: %w", l.fatal)
 	case l.syncErr != nil:
-		return fmt.Errorf("refusing writes: the last background fsync of %s failed (%v); retrying every second: %w", l.cur.name, l.syncErr, ErrFsync)
+		return fmt.Errorf("refusing writes: the last background fsync failed (%v); retrying every second: %w", l.syncErr, ErrFsync)
 	}
 	return nil
 }
@@ -271,9 +271,12 @@ func (l *Log) writePending() {
 	}
 	l.pend = l.spare[:0]
 	w := l.cur
+	err := l.fatal
+	if l.closed {
+		err = ErrClosed
+	}
 	l.mu.Unlock()
 
-	err := l.fatal
 	if err == nil && len(buf) > 0 {
 		l.out = w.s.appendFrame(l.out[:0], w.frames, buf)
 		err = w.write(l.out)
@@ -375,25 +378,37 @@ func (l *Log) backgroundSync() {
 }
 
 // Close writes pending appends, fsyncs and closes the current part. It
-// does not close the keyring.
+// does not close the keyring. Appends racing with Close fail with
+// ErrClosed; Close must not run concurrently with a Rewrite.
 func (l *Log) Close() error {
-	err := l.exclusive(func() error {
-		if err := l.syncFile(l.cur.f); err != nil {
-			return fmt.Errorf("fsync %s: %v: %w", l.cur.name, err, ErrFsync)
-		}
-		return nil
-	})
-	if errors.Is(err, ErrClosed) {
+	l.mu.Lock()
+	for l.leader {
+		l.cond.Wait()
+	}
+	if l.closed {
+		l.mu.Unlock()
 		return nil
 	}
-	l.mu.Lock()
+	l.leader = true
+	for len(l.pend) > 0 {
+		l.writePending()
+	}
 	l.closed = true
 	l.mu.Unlock()
+
 	close(l.stop)
 	<-l.stopped
+	var err error
+	if serr := l.syncFile(l.cur.f); serr != nil {
+		err = fmt.Errorf("fsync %s: %v: %w", l.cur.name, serr, ErrFsync)
+	}
 	if cerr := l.cur.f.Close(); err == nil && cerr != nil {
 		err = cerr
 	}
+	l.mu.Lock()
+	l.leader = false
+	l.cond.Broadcast()
+	l.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("aof.Close: %w", err)
 	}
