@@ -3,6 +3,7 @@ package aof
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -372,4 +373,29 @@ func TestAppendsDuringRewrites(t *testing.T) {
 		next[w]++
 	}
 	require.Equal(t, []int{each, each, each, each}, next)
+}
+
+func TestGroupNeverExceedsMaxFrame(t *testing.T) {
+	defer func(v int) { maxFrame = v }(maxFrame)
+	maxFrame = 1000
+	keys, dir := newKeys(t), t.TempDir()
+	l, err := Open(dir, keys, Options{Fsync: Always})
+	require.NoError(t, err)
+	require.ErrorContains(t, l.Append(make([]byte, 1001)), "exceeds 1000")
+	var wg sync.WaitGroup
+	for w := range 6 {
+		wg.Go(func() {
+			for range 30 {
+				require.NoError(t, l.Append(bytes.Repeat([]byte{byte('a' + w)}, 400)))
+			}
+		})
+	}
+	wg.Wait()
+	name := l.cur.name
+	require.NoError(t, l.Close())
+	offs, b := frames(t, filepath.Join(dir, name))
+	for _, off := range offs {
+		require.LessOrEqual(t, int(binary.BigEndian.Uint32(b[off:]))-tagSize, 1000)
+	}
+	require.Len(t, replayAll(t, dir, keys, Options{}), 6*30*400)
 }

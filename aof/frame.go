@@ -36,6 +36,9 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// maxFrame bounds a frame's plaintext; tests lower it.
+var maxFrame = MaxAppend
+
 // header is the plaintext header of a part file. It is authenticated twice:
 // its SHA-256 is associated data of every frame, and every field is
 // repeated in the part's manifest entry, which is HMAC'd.
@@ -222,7 +225,7 @@ func (fr *frameReader) next() ([]byte, error) {
 		}
 		return nil, fr.bad(fmt.Errorf("frame %d: length field checksum mismatch: %w", fr.index, integrity.ErrAuthentication))
 	}
-	if int64(n) < int64(fr.s.overhead()) || n > MaxAppend+tagSize {
+	if int64(n) < int64(fr.s.overhead()) || n > uint32(maxFrame)+tagSize {
 		return nil, fr.bad(fmt.Errorf("frame %d: length %d out of range: %w", fr.index, n, integrity.ErrFormat))
 	}
 	if int64(n) > rem-frameHdrSize {

@@ -148,6 +148,9 @@ func (d *Damage) String() string {
 // opts.AllowTruncated is set. Appends then go to a new incremental part,
 // encrypted under the keyring's active DEK version.
 func Open(dir string, keys Keys, opts Options) (*Log, error) {
+	if err := checkName(opts.name()); err != nil {
+		return nil, fmt.Errorf("aof.Open: Options.Name: %v", err)
+	}
 	l, err := open(dir, keys, opts, false)
 	if err != nil {
 		return nil, fmt.Errorf("aof.Open: %w", err)
@@ -204,10 +207,22 @@ func (l *Log) Generation() uint64 {
 // background fsync (EverySec), Append fails with ErrFsync until a later
 // fsync succeeds.
 func (l *Log) Append(p []byte) error {
-	if len(p) > MaxAppend {
-		return fmt.Errorf("aof.Append: batch of %d bytes exceeds %d; split it between commands", len(p), MaxAppend)
+	if len(p) > maxFrame {
+		return fmt.Errorf("aof.Append: batch of %d bytes exceeds %d; split it between commands", len(p), maxFrame)
 	}
 	l.mu.Lock()
+	// A frame holds at most maxFrame bytes: let the pending group go first
+	// when p does not fit in it.
+	for len(l.pend) > 0 && len(l.pend)+len(p) > maxFrame && l.refuse() == nil {
+		if l.leader {
+			l.cond.Wait()
+			continue
+		}
+		l.leader = true
+		l.writePending()
+		l.leader = false
+		l.cond.Broadcast()
+	}
 	if err := l.refuse(); err != nil {
 		l.mu.Unlock()
 		return fmt.Errorf("aof.Append: %w", err)
