@@ -55,7 +55,7 @@ func benchAppend(b *testing.B, pol Policy, size int, plain bool) {
 // Replay: decrypting a log written with 4 KiB appends (4 KiB frames) and
 // a base (1 MiB frames), vs the same log unsealed.
 func BenchmarkReplay(b *testing.B) {
-	for _, size := range []int{4096, baseChunk} {
+	for _, size := range []int{4096, baseChunk, 1 << 20} {
 		for _, mode := range []string{"plain", "enc"} {
 			b.Run(fmt.Sprintf("frame=%d/%s", size, mode), func(b *testing.B) {
 				benchReplay(b, size, mode == "plain")
@@ -94,7 +94,7 @@ func benchReplay(b *testing.B, size int, plain bool) {
 // The limits: raw AES-256-GCM open, and reading the file from the page
 // cache.
 func BenchmarkBaselineGCMOpen(b *testing.B) {
-	for _, size := range []int{4096, baseChunk} {
+	for _, size := range []int{4096, baseChunk, 1 << 20} {
 		b.Run(fmt.Sprint(size), func(b *testing.B) {
 			blk, _ := aes.NewCipher(make([]byte, 32))
 			g, _ := cipher.NewGCM(blk)

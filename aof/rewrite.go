@@ -19,7 +19,7 @@ const (
 	BaseAOF
 )
 
-const baseChunk = 1 << 20 // plaintext bytes per base frame
+const baseChunk = 64 << 10 // plaintext bytes per base frame: fits in L2, so a frame is decrypted while hot
 
 // baseWriter writes a base part to a temporary file that replaces nothing
 // until finish renames it into place.
