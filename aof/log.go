@@ -151,6 +151,9 @@ func Open(dir string, keys Keys, opts Options) (*Log, error) {
 	if err := checkName(opts.name()); err != nil {
 		return nil, fmt.Errorf("aof.Open: Options.Name: %v", err)
 	}
+	if n := len(keys.DiskID()); n == 0 || n > 255 {
+		return nil, fmt.Errorf("aof.Open: disk id of %d bytes, want 1 to 255", n)
+	}
 	l, err := open(dir, keys, opts, false)
 	if err != nil {
 		return nil, fmt.Errorf("aof.Open: %w", err)

@@ -30,6 +30,7 @@ type Reader struct {
 
 // Replay opens the log in dir for reading only. With opts.AllowTruncated
 // a torn final frame ends the stream (see Truncated) instead of failing.
+// To read a log another goroutine is appending to, use Log.Replay.
 func Replay(dir string, keys Keys, opts Options) (*Reader, error) {
 	_, parts, _, err := inspect(dir, opts.name(), keys)
 	if err != nil {
@@ -42,7 +43,8 @@ func Replay(dir string, keys Keys, opts Options) (*Reader, error) {
 	return r, nil
 }
 
-// Replay returns a Reader of everything appended before the call.
+// Replay returns a Reader of everything appended before the call. It
+// waits for a rewrite in progress to finish.
 func (l *Log) Replay() (*Reader, error) {
 	l.rewriteMu.Lock()
 	defer l.rewriteMu.Unlock()
