@@ -168,7 +168,7 @@ func TestRewrite(t *testing.T) {
 	for _, e := range ents {
 		names = append(names, e.Name())
 	}
-	require.ElementsMatch(t, []string{"appendonly.aof.manifest", "appendonly.aof.2.base.rdb", "appendonly.aof.2.incr.aof"}, names)
+	require.ElementsMatch(t, []string{"appendonly.aof.manifest", "appendonly.aof.2.base.rdb", "appendonly.aof.2.incr.aof", "appendonly.aof.lock"}, names)
 
 	// An aborted rewrite keeps everything.
 	l, err = Open(dir, keys, Options{})
@@ -398,4 +398,16 @@ func TestGroupNeverExceedsMaxFrame(t *testing.T) {
 		require.LessOrEqual(t, int(binary.BigEndian.Uint32(b[off:]))-tagSize, 1000)
 	}
 	require.Len(t, replayAll(t, dir, keys, Options{}), 6*30*400)
+}
+
+func TestOneLogPerDirectory(t *testing.T) {
+	keys, dir := newKeys(t), t.TempDir()
+	l, err := Open(dir, keys, Options{})
+	require.NoError(t, err)
+	_, err = Open(dir, keys, Options{})
+	require.ErrorIs(t, err, ErrLocked)
+	require.NoError(t, l.Close())
+	l, err = Open(dir, keys, Options{})
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
 }

@@ -38,6 +38,8 @@ var (
 	// ErrRollback: the directory holds a part written after the manifest,
 	// so the manifest is an older copy put back in place.
 	ErrRollback = errors.New("aof: manifest rolled back to an older copy")
+	// ErrLocked: another Log has the directory open.
+	ErrLocked = errors.New("aof: directory in use")
 	// ErrFsync: an fsync failed; under everysec, appends are refused until
 	// a later background fsync succeeds, as Redis does.
 	ErrFsync = errors.New("aof: fsync failed")
@@ -124,6 +126,7 @@ type Log struct {
 	rewriteMu sync.Mutex
 	recovered *Damage
 
+	lock     *os.File             // flock'd NAME.lock, held until Close
 	syncFile func(*os.File) error // test hook
 	stop     chan struct{}
 	stopped  chan struct{}
@@ -168,14 +171,13 @@ func open(dir string, keys Keys, opts Options, plain bool) (*Log, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	_, err := os.Stat(filepath.Join(dir, opts.name()+".manifest"))
-	if errors.Is(err, os.ErrNotExist) {
-		if err := l.create(); err != nil {
-			return nil, err
-		}
-	} else if err != nil {
+	lock, err := lockDir(filepath.Join(dir, opts.name()+".lock"))
+	if err != nil {
 		return nil, err
-	} else if err := l.recover(); err != nil {
+	}
+	l.lock = lock
+	if err := l.load(); err != nil {
+		lock.Close()
 		return nil, err
 	}
 	l.stop, l.stopped = make(chan struct{}), make(chan struct{})
@@ -185,6 +187,19 @@ func open(dir string, keys Keys, opts Options, plain bool) (*Log, error) {
 		close(l.stopped)
 	}
 	return l, nil
+}
+
+// load creates or recovers the directory.
+func (l *Log) load() error {
+	dir, opts := l.dir, l.opts
+	_, err := os.Stat(filepath.Join(dir, opts.name()+".manifest"))
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return l.create()
+	case err != nil:
+		return err
+	}
+	return l.recover()
 }
 
 // Recovered reports the torn tail Open cut off, or nil.
@@ -423,6 +438,7 @@ func (l *Log) Close() error {
 	if cerr := l.cur.f.Close(); err == nil && cerr != nil {
 		err = cerr
 	}
+	l.lock.Close()
 	l.mu.Lock()
 	l.leader = false
 	l.cond.Broadcast()
