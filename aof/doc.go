@@ -14,7 +14,11 @@
 // Open recovers a directory after a crash: a torn final frame (a write cut
 // short) is cut off when Options.AllowTruncated is set, like Redis'
 // aof-load-truncated; any other damage is an error naming the file and
-// offset. Append is safe for concurrent use and group-commits: appends that
+// offset. Open authenticates the manifest, every part header and size, and
+// every frame of the last incremental part; the frames of the base and the
+// closed parts are authenticated as Replay reads them (or by Check), so
+// opening costs no more than the tail. A Log holds an advisory lock on
+// NAME.lock: one Log per directory. Append is safe for concurrent use and group-commits: appends that
 // arrive while a write is in flight are sealed into one frame and written
 // with one system call. The fsync policies are those of Redis' appendfsync.
 //
