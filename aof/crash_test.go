@@ -76,15 +76,19 @@ func TestHelperCrashChild(t *testing.T) {
 	}
 	fmt.Fprintln(out, "ready")
 	out.Flush()
-	for ; ; next++ {
+	for {
+		// next moves under mu: a rewrite's snapshot is exactly the
+		// records appended before its StartRewrite.
 		mu.Lock()
 		err := l.Append(record(next))
+		n := next
+		next++
 		mu.Unlock()
 		if err != nil {
 			fmt.Println("error", err)
 			os.Exit(2)
 		}
-		fmt.Fprintln(out, next)
+		fmt.Fprintln(out, n)
 		out.Flush()
 	}
 }

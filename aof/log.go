@@ -107,17 +107,19 @@ type Log struct {
 
 	mu        sync.Mutex
 	cond      sync.Cond
-	leader    bool // a goroutine is writing a group (or holds the log exclusively)
-	pend      []byte
-	spare     []byte
+	sealing   bool     // a goroutine is sealing a group (stage 1)
+	excl      bool     // a goroutine holds the log exclusively
+	tickets   uint64   // groups taken for sealing
+	written   uint64   // groups done writing: the next to write is ticket == written
+	pend      []byte   // appends not yet taken
+	bufs      [][]byte // free plaintext buffers
+	outs      [][]byte // free frame buffers
 	pendGroup *group
 	free      []*group
 	dirty     bool  // written since the last fsync
 	syncErr   error // last background fsync failed (everysec)
 	fatal     error // the log cannot continue: reopen it
 	closed    bool
-
-	out []byte // frame buffer, used by the leader only
 
 	fileMu sync.RWMutex // held for reading by background fsyncs, for writing by part switches
 	cur    *partWriter
@@ -232,14 +234,12 @@ func (l *Log) Append(p []byte) error {
 	// A frame holds at most maxFrame bytes: let the pending group go first
 	// when p does not fit in it.
 	for len(l.pend) > 0 && len(l.pend)+len(p) > maxFrame && l.refuse() == nil {
-		if l.leader {
+		if !l.canLead() {
 			l.cond.Wait()
 			continue
 		}
-		l.leader = true
+		l.sealing = true
 		l.writePending()
-		l.leader = false
-		l.cond.Broadcast()
 	}
 	if err := l.refuse(); err != nil {
 		l.mu.Unlock()
@@ -260,18 +260,16 @@ func (l *Log) Append(p []byte) error {
 	return nil
 }
 
-// await waits until g is written, leading groups while no one else does.
-// l.mu is held.
+// await waits until g is written, sealing and writing pending groups
+// whenever the sealing stage is free. l.mu is held.
 func (l *Log) await(g *group) error {
 	for !g.done {
-		if l.leader {
-			l.cond.Wait()
+		if l.canLead() && len(l.pend) > 0 {
+			l.sealing = true
+			l.writePending()
 			continue
 		}
-		l.leader = true
-		l.writePending()
-		l.leader = false
-		l.cond.Broadcast()
+		l.cond.Wait()
 	}
 	err := g.err
 	if g.waiters--; g.waiters == 0 {
@@ -279,6 +277,18 @@ func (l *Log) await(g *group) error {
 		l.free = append(l.free, g)
 	}
 	return err
+}
+
+// canLead reports whether a goroutine may take the pending appends as a
+// new group: the sealing stage is free and at most one group is ahead of
+// it (being written). Under Always groups do not overlap: the fsync
+// dominates, and the appends waiting for it make the next group larger.
+func (l *Log) canLead() bool {
+	depth := uint64(2)
+	if l.opts.Fsync == Always {
+		depth = 1
+	}
+	return !l.sealing && !l.excl && l.tickets-l.written < depth
 }
 
 func (l *Log) refuse() error {
@@ -293,8 +303,14 @@ func (l *Log) refuse() error {
 	return nil
 }
 
-// writePending seals the pending appends into one frame and writes it.
-// l.mu is held and l.leader set; the lock is released during I/O.
+// writePending takes the pending appends as one group and writes them as
+// one frame, in two stages so that sealing a group overlaps writing the
+// one before: stage 1 (sealing, one goroutine at a time) seals the frame
+// under the index it will have once the groups ahead of it are written;
+// stage 2 writes groups strictly in the order they were taken (tickets).
+// If an earlier write failed, the frame is sealed again under the index it
+// really gets, so indexes stay consecutive. l.mu is held, l.sealing set by
+// the caller; the lock is released during sealing and I/O.
 func (l *Log) writePending() {
 	g, buf := l.pendGroup, l.pend
 	if n := len(l.free); n > 0 {
@@ -302,17 +318,38 @@ func (l *Log) writePending() {
 	} else {
 		l.pendGroup = &group{}
 	}
-	l.pend = l.spare[:0]
+	l.pend = pop(&l.bufs)
+	out := pop(&l.outs)
 	w := l.cur
+	ticket := l.tickets
+	l.tickets++
+	idx := w.frames + (ticket - l.written)
 	err := l.fatal
 	if l.closed {
 		err = ErrClosed
 	}
 	l.mu.Unlock()
+	if err == nil {
+		out = w.s.appendFrame(out[:0], idx, buf)
+	}
+	l.mu.Lock()
+	l.sealing = false
+	l.cond.Broadcast()
+	for l.written != ticket {
+		l.cond.Wait()
+	}
+	if err == nil {
+		err = l.fatal
+	}
+	reseal := idx != w.frames
+	idx = w.frames
+	l.mu.Unlock()
 
-	if err == nil && len(buf) > 0 {
-		l.out = w.s.appendFrame(l.out[:0], w.frames, buf)
-		err = w.write(l.out)
+	if err == nil {
+		if reseal {
+			out = w.s.appendFrame(out[:0], idx, buf)
+		}
+		err = w.write(out)
 		if err == nil && l.opts.Fsync == Always {
 			if err = l.syncFile(w.f); err != nil {
 				err = fmt.Errorf("fsync %s: %v: %w", w.name, err, ErrFsync)
@@ -321,15 +358,30 @@ func (l *Log) writePending() {
 	}
 
 	l.mu.Lock()
+	if err == nil || errors.Is(err, ErrFsync) {
+		w.frames++ // the frame is in the file (under always, maybe not durably)
+	}
 	if err != nil && (errors.Is(err, ErrFsync) || w.broken) {
 		l.fatal = err
 	}
 	if err == nil {
 		l.dirty = l.opts.Fsync != Always
 	}
-	l.spare = buf[:0]
+	l.written++
+	l.bufs = append(l.bufs, buf[:0])
+	l.outs = append(l.outs, out[:0])
 	g.done, g.err = true, err
 	l.cond.Broadcast()
+}
+
+func pop(free *[][]byte) []byte {
+	n := len(*free)
+	if n == 0 {
+		return nil
+	}
+	b := (*free)[n-1]
+	*free = (*free)[:n-1]
+	return b
 }
 
 // Sync writes pending appends and fsyncs the current part.
@@ -352,16 +404,9 @@ func (l *Log) Sync() error {
 // exclusive runs fn with appends held back, after writing the pending ones.
 func (l *Log) exclusive(fn func() error) error {
 	l.mu.Lock()
-	for l.leader {
-		l.cond.Wait()
-	}
-	if l.closed {
+	if !l.acquire() {
 		l.mu.Unlock()
 		return ErrClosed
-	}
-	l.leader = true
-	for len(l.pend) > 0 {
-		l.writePending()
 	}
 	err := l.fatal
 	l.mu.Unlock()
@@ -369,10 +414,31 @@ func (l *Log) exclusive(fn func() error) error {
 		err = fn()
 	}
 	l.mu.Lock()
-	l.leader = false
+	l.excl = false
 	l.cond.Broadcast()
 	l.mu.Unlock()
 	return err
+}
+
+// acquire takes the log exclusively once every group in flight and every
+// pending append is written. It reports false if the log is closed. l.mu
+// is held.
+func (l *Log) acquire() bool {
+	for l.excl {
+		l.cond.Wait()
+	}
+	if l.closed {
+		return false
+	}
+	l.excl = true
+	for l.sealing || l.written != l.tickets {
+		l.cond.Wait()
+	}
+	for len(l.pend) > 0 {
+		l.sealing = true
+		l.writePending()
+	}
+	return true
 }
 
 // flusher fsyncs the current part once a second under EverySec.
@@ -415,16 +481,9 @@ func (l *Log) backgroundSync() {
 // ErrClosed; Close must not run concurrently with a Rewrite.
 func (l *Log) Close() error {
 	l.mu.Lock()
-	for l.leader {
-		l.cond.Wait()
-	}
-	if l.closed {
+	if !l.acquire() {
 		l.mu.Unlock()
 		return nil
-	}
-	l.leader = true
-	for len(l.pend) > 0 {
-		l.writePending()
 	}
 	l.closed = true
 	l.mu.Unlock()
@@ -440,7 +499,7 @@ func (l *Log) Close() error {
 	}
 	l.lock.Close()
 	l.mu.Lock()
-	l.leader = false
+	l.excl = false
 	l.cond.Broadcast()
 	l.mu.Unlock()
 	if err != nil {

@@ -21,8 +21,8 @@ type partWriter struct {
 	name   string
 	hdr    *header
 	s      *sealer
-	frames uint64 // index of the next frame
-	size   int64  // bytes of whole frames in the file
+	frames uint64 // frames written: the index of the next frame (guarded by Log.mu)
+	size   int64  // bytes of whole frames in the file (owned by the writing goroutine)
 	broken bool   // a failed write could not be undone
 }
 
@@ -32,7 +32,6 @@ func (w *partWriter) write(b []byte) error {
 	n, err := w.f.Write(b)
 	if err == nil {
 		w.size += int64(n)
-		w.frames++
 		return nil
 	}
 	if terr := w.f.Truncate(w.size); terr != nil {
