@@ -15,6 +15,9 @@ import (
 	"github.com/cachecrypt/cachecrypt/internal/integrity"
 )
 
+// writeFile is (*os.File).Write; tests replace it to inject short writes.
+var writeFile = (*os.File).Write
+
 // partWriter appends frames to one part file.
 type partWriter struct {
 	f      *os.File
@@ -29,7 +32,7 @@ type partWriter struct {
 // write appends whole frames; a failed or short write is cut back off so
 // the file never holds a partial frame that a later frame would follow.
 func (w *partWriter) write(b []byte) error {
-	n, err := w.f.Write(b)
+	n, err := writeFile(w.f, b)
 	if err == nil {
 		w.size += int64(n)
 		return nil
