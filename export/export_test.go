@@ -1,0 +1,234 @@
+package export_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/cachecrypt/cachecrypt/export"
+	"github.com/cachecrypt/cachecrypt/internal/testenv"
+	"github.com/cachecrypt/cachecrypt/kek/kektest"
+	"github.com/cachecrypt/cachecrypt/osdisk"
+)
+
+func newScratch(t *testing.T) *osdisk.Disk {
+	t.Helper()
+	d, err := osdisk.Create(context.Background(), filepath.Join(t.TempDir(), "os"), "os-disk", kektest.New("mmk"))
+	require.NoError(t, err)
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+func requireNoStaging(t *testing.T, d *osdisk.Disk) {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(d.Dir(), osdisk.TempDir))
+	require.NoError(t, err)
+	require.Empty(t, ents, "staging file left behind")
+}
+
+// redisRDB returns the bytes of a real RDB written by redis-server.
+func redisRDB(t *testing.T) []byte {
+	t.Helper()
+	r := testenv.StartRedis(t, t.TempDir())
+	r.MustDo(t, "DEBUG", "POPULATE", "20000", "key", "64")
+	r.MustDo(t, "HSET", "h", "f1", "v1", "f2", "v2")
+	r.MustDo(t, "RPUSH", "l", "a", "b", "c")
+	b, err := os.ReadFile(r.Save(t))
+	require.NoError(t, err)
+	return b
+}
+
+func TestExportToFileRoundTrip(t *testing.T) {
+	plain := redisRDB(t)
+	scratch := newScratch(t)
+	dst := filepath.Join(t.TempDir(), "export.rdb")
+	var seen []export.Progress
+	opts := &export.Options{Progress: func(p export.Progress) { seen = append(seen, p) }, ProgressEvery: 64 << 10}
+
+	in, err := export.Export(context.Background(), scratch, export.FromReader(bytes.NewReader(plain)), export.ToFile(dst), opts)
+	require.NoError(t, err)
+	got, err := os.ReadFile(dst)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(plain, got), "exported RDB differs from the source")
+	require.Equal(t, sha256.Sum256(plain), in.SHA256)
+	require.Equal(t, int64(len(plain)), in.Size)
+	require.Equal(t, binary.LittleEndian.Uint64(plain[len(plain)-8:]), in.CRC64)
+	requireNoStaging(t, scratch)
+
+	// Progress: each phase starts at 0, grows monotonically, ends at Size.
+	for _, ph := range []export.Phase{export.Staging, export.Sending} {
+		var last int64 = -1
+		var n int
+		for _, p := range seen {
+			if p.Phase != ph {
+				continue
+			}
+			require.GreaterOrEqual(t, p.Done, last)
+			last = p.Done
+			n++
+		}
+		require.Greater(t, n, 2, "phase %v reported %d times", ph, n)
+		require.Equal(t, in.Size, last, "phase %v did not end at the size", ph)
+	}
+	require.Equal(t, export.Staging, seen[0].Phase)
+	require.Equal(t, export.Sending, seen[len(seen)-1].Phase)
+}
+
+func TestExportToWriter(t *testing.T) {
+	plain := redisRDB(t)
+	var buf bytes.Buffer
+	in, err := export.Export(context.Background(), newScratch(t), export.FromReader(bytes.NewReader(plain)), export.ToWriter(&buf), nil)
+	require.NoError(t, err)
+	require.Equal(t, plain, buf.Bytes())
+	require.Equal(t, sha256.Sum256(plain), in.SHA256)
+}
+
+func TestBadRDBRefused(t *testing.T) {
+	plain := redisRDB(t)
+	flipped := bytes.Clone(plain)
+	flipped[len(flipped)/2] ^= 1
+	badCRC := bytes.Clone(plain)
+	badCRC[len(badCRC)-1] ^= 1
+	cases := []struct {
+		name string
+		data []byte
+		want error
+		msg  string
+	}{
+		{"text file", []byte("hello, this is not a snapshot at all\n"), export.ErrNotRDB, `"REDIS"`},
+		{"empty", nil, export.ErrNotRDB, "REDIS"},
+		{"AOF", []byte("*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n"), export.ErrNotRDB, "REDIS"},
+		{"bad version digits", append([]byte("REDIS00x1"), plain[9:]...), export.ErrNotRDB, "version"},
+		{"old version without CRC", append([]byte("REDIS0004"), plain[9:]...), export.ErrNotRDB, "version 4"},
+		{"header only", plain[:9], export.ErrNotRDB, "shorter"},
+		{"byte flipped", flipped, export.ErrChecksum, "CRC-64"},
+		{"trailer flipped", badCRC, export.ErrChecksum, "CRC-64"},
+		{"truncated", plain[:len(plain)-1000], export.ErrChecksum, "CRC-64"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			scratch := newScratch(t)
+			dst := filepath.Join(t.TempDir(), "out.rdb")
+			_, err := export.Import(context.Background(), scratch, export.FromReader(bytes.NewReader(tc.data)), export.ToFile(dst), nil)
+			require.ErrorIs(t, err, tc.want)
+			require.ErrorContains(t, err, "export.Import: source is not a valid RDB")
+			require.ErrorContains(t, err, tc.msg)
+			require.NoFileExists(t, dst)
+			requireNoStaging(t, scratch)
+		})
+	}
+}
+
+func TestImportFromFileChecksSize(t *testing.T) {
+	plain := redisRDB(t)
+	src := filepath.Join(t.TempDir(), "in.rdb")
+	require.NoError(t, os.WriteFile(src, plain, 0o600))
+	var out bytes.Buffer
+	in, err := export.Import(context.Background(), newScratch(t), export.FromFile(src), export.ToWriter(&out), nil)
+	require.NoError(t, err)
+	require.Equal(t, plain, out.Bytes())
+	require.Equal(t, int64(len(plain)), in.Size)
+
+	// A reader announcing more bytes than it yields is refused.
+	short := sizedReader{bytes.NewReader(plain), int64(len(plain)) + 1}
+	_, err = export.Import(context.Background(), newScratch(t), export.FromReader(short), export.ToWriter(io.Discard), nil)
+	require.ErrorIs(t, err, export.ErrDigest)
+
+	_, err = export.Import(context.Background(), newScratch(t), export.FromFile(filepath.Join(t.TempDir(), "missing.rdb")), export.ToWriter(io.Discard), nil)
+	require.ErrorIs(t, err, os.ErrNotExist)
+	require.ErrorContains(t, err, "export.Import: open source")
+}
+
+type sizedReader struct {
+	io.Reader
+	n int64
+}
+
+func (s sizedReader) Size() int64 { return s.n }
+
+func TestCancelRemovesStaging(t *testing.T) {
+	plain := redisRDB(t)
+	for _, phase := range []export.Phase{export.Staging, export.Sending} {
+		t.Run(phase.String(), func(t *testing.T) {
+			scratch := newScratch(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var staged bool
+			opts := &export.Options{ProgressEvery: 32 << 10, Progress: func(p export.Progress) {
+				if p.Phase == export.Staging && p.Done > 0 {
+					ents, _ := os.ReadDir(filepath.Join(scratch.Dir(), osdisk.TempDir))
+					staged = staged || len(ents) == 1
+				}
+				if p.Phase == phase && p.Done > 64<<10 {
+					cancel()
+				}
+			}}
+			dst := filepath.Join(t.TempDir(), "out.rdb")
+			_, err := export.Export(ctx, scratch, export.FromReader(bytes.NewReader(plain)), export.ToFile(dst), opts)
+			require.ErrorIs(t, err, context.Canceled)
+			require.True(t, staged, "staging file never seen on the OS disk")
+			require.NoFileExists(t, dst)
+			requireNoStaging(t, scratch)
+		})
+	}
+}
+
+// tamperDest flips a byte of the staging file before handing the stream to
+// the real destination: the send pass must fail with ErrAuthentication.
+type tamperDest struct {
+	t       *testing.T
+	scratch *osdisk.Disk
+	next    export.Destination
+}
+
+func (d tamperDest) Put(ctx context.Context, r io.Reader, in export.Info) error {
+	dir := filepath.Join(d.scratch.Dir(), osdisk.TempDir)
+	ents, err := os.ReadDir(dir)
+	require.NoError(d.t, err)
+	require.Len(d.t, ents, 1)
+	f, err := os.OpenFile(filepath.Join(dir, ents[0].Name()), os.O_RDWR, 0)
+	require.NoError(d.t, err)
+	st, _ := f.Stat()
+	b := []byte{0}
+	off := st.Size() * 2 / 3
+	f.ReadAt(b, off)
+	b[0] ^= 0x10
+	f.WriteAt(b, off)
+	f.Close()
+	return d.next.Put(ctx, r, in)
+}
+
+func TestTamperedStagingFailsWithoutOutput(t *testing.T) {
+	plain := redisRDB(t)
+	scratch := newScratch(t)
+	dst := filepath.Join(t.TempDir(), "out.rdb")
+	_, err := export.Export(context.Background(), scratch, export.FromReader(bytes.NewReader(plain)),
+		tamperDest{t, scratch, export.ToFile(dst)}, nil)
+	require.ErrorIs(t, err, export.ErrAuthentication)
+	require.ErrorContains(t, err, "export.Export")
+	require.NoFileExists(t, dst)
+	requireNoStaging(t, scratch)
+}
+
+// TestExportDoesNotImportAzure keeps the Azure SDK out of export's
+// dependencies: only export/blob may import it.
+func TestExportDoesNotImportAzure(t *testing.T) {
+	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	for _, pkg := range []string{"../osdisk", "../dek", "."} {
+		out, err := exec.Command(gobin, "list", "-deps", pkg).CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		for _, dep := range strings.Fields(string(out)) {
+			require.NotContains(t, strings.ToLower(dep), "azure", "%s pulls in %s", pkg, dep)
+		}
+	}
+}
