@@ -2,19 +2,24 @@
 // on the encrypted OS disk (package osdisk).
 //
 // Export reads a snapshot (typically the decrypting reader of an encrypted
-// persistence RDB), stages it as an encrypted temporary file on the OS disk
-// while checking its "REDIS" header and CRC-64 trailer and computing its
-// SHA-256, then streams it to a Destination as a plain RDB: the destination's
-// own encryption (a storage account's, a file system's) governs the exported
-// copy. Import is the reverse: a plain RDB from a Source is staged and
-// checked the same way before it reaches its Destination, typically an
-// encrypted persistence RDB. The staging file is removed on success, failure
-// and cancellation alike, and no plaintext byte ever touches the OS disk.
+// persistence RDB) and stages it as an encrypted temporary file on the OS
+// disk, then streams the staged copy to a Destination as a plain RDB: the
+// destination's own encryption (a storage account's, a file system's)
+// governs the exported copy. Import is the reverse: a plain RDB from a
+// Source (a blob, a file) is staged the same way, then streamed to its
+// Destination, typically an encrypted persistence RDB. The staging file is
+// removed on success, failure and cancellation alike, and no plaintext byte
+// ever touches the OS disk.
 //
-// A destination sees the data only after the whole snapshot was staged and
-// checked, and the sending pass authenticates every staged segment again: a
-// staging file tampered with in between makes the transfer fail with
-// ErrAuthentication before the destination commits anything.
+// Checks: a source that does not start with the RDB header is refused while
+// it is staged. As the staged copy streams to the destination, every
+// segment is authenticated, the RDB's CRC-64 trailer is checked and its
+// SHA-256 computed (and compared with the one the source announced, if
+// any); the stream ends with io.EOF only if all of that passed, and a
+// Destination commits only on io.EOF. Running the checks in the sending pass
+// keeps them off the critical path: they overlap the upload. So a damaged
+// RDB, a staging file tampered with (ErrAuthentication) or a cancellation
+// never leaves a committed copy behind.
 //
 // Destinations and sources here are an io.Writer, a local file and any
 // io.Reader; package export/blob adds Azure Blob Storage, kept apart so that
@@ -68,12 +73,13 @@ type Source interface {
 	Open(ctx context.Context) (io.ReadCloser, Meta, error)
 }
 
-// A Destination receives a checked plain RDB. Put reads r to its end and
-// must make the data visible only if r ends with io.EOF: r returns an
-// error instead when the staging file fails authentication or ctx is
-// cancelled. info is known before the first byte is read.
+// A Destination receives a plain RDB. Put reads s to its end and must make
+// the data visible only if s ends with io.EOF: s returns an error instead
+// when the RDB fails its checks, the staging file fails authentication or
+// the context is cancelled. s.Size is known before the first Read; s.Info
+// (SHA-256, CRC-64) once Read returned io.EOF.
 type Destination interface {
-	Put(ctx context.Context, r io.Reader, info Info) error
+	Put(ctx context.Context, s *Stream) error
 }
 
 // Phase is the step of a transfer a Progress reports on.
@@ -154,53 +160,138 @@ func transfer(ctx context.Context, op string, scratch *osdisk.Disk, src Source, 
 	}
 	defer stage.Close() // removes it, whatever happens
 
-	in, err := stageAndCheck(ctx, stage, rc, meta, o)
+	size, err := stageCopy(ctx, stage, rc, meta, o)
 	if err != nil {
-		return in, err
-	}
-	if _, err := stage.Seek(0, io.SeekStart); err != nil {
-		return in, fmt.Errorf("staging file: %w", err)
-	}
-	pr := newProgressReader(ctx, stage, Sending, in.Size, o)
-	if err := dst.Put(ctx, pr, in); err != nil {
-		if pr.err != nil && !errors.Is(err, pr.err) {
-			// The destination may wrap or replace the reader's error.
-			return in, fmt.Errorf("send from staging file %s: %w (destination: %v)", stage.Name(), pr.err, err)
-		}
-		return in, fmt.Errorf("send: %w", err)
-	}
-	if pr.done != in.Size {
-		return in, fmt.Errorf("destination read %d of %d bytes and did not report an error", pr.done, in.Size)
-	}
-	return in, nil
-}
-
-func stageAndCheck(ctx context.Context, stage *osdisk.File, src io.Reader, meta Meta, o Options) (Info, error) {
-	chk := newChecker()
-	pr := newProgressReader(ctx, io.TeeReader(src, chk), Staging, meta.Size, o)
-	if _, err := stage.ReadFrom(pr); err != nil {
-		if pr.err != nil {
-			return Info{}, fmt.Errorf("read source: %w", pr.err)
-		}
-		return Info{}, fmt.Errorf("write staging file: %w", err)
-	}
-	if err := ctx.Err(); err != nil {
 		return Info{}, err
 	}
-	in, err := chk.result()
-	if err != nil {
-		return in, fmt.Errorf("source is not a valid RDB: %w", err)
+	if _, err := stage.Seek(0, io.SeekStart); err != nil {
+		return Info{}, fmt.Errorf("staging file: %w", err)
 	}
-	if meta.Size >= 0 && meta.Size != in.Size {
-		return in, fmt.Errorf("source announced %d bytes but yielded %d: %w", meta.Size, in.Size, ErrDigest)
+	s := &Stream{pr: newProgressReader(ctx, stage, Sending, size, o), chk: newChecker(), size: size, meta: meta, name: stage.Name()}
+	if err := dst.Put(ctx, s); err != nil {
+		if s.err != nil {
+			// The stream stopped the destination: its error says why.
+			return s.info, s.err
+		}
+		return s.info, fmt.Errorf("send: %w", err)
 	}
-	if meta.SHA256 != nil && subtle.ConstantTimeCompare(meta.SHA256, in.SHA256[:]) != 1 {
-		return in, fmt.Errorf("source announced SHA-256 %x but the data hashes to %x: %w", meta.SHA256, in.SHA256, ErrDigest)
+	if !s.ok {
+		return s.info, fmt.Errorf("destination returned after reading %d of %d bytes; nothing was checked", s.pr.done, size)
+	}
+	return s.info, nil
+}
+
+// stageCopy copies the source into the staging file, refusing it early if
+// it does not start like an RDB, and seals the staging file.
+func stageCopy(ctx context.Context, stage *osdisk.File, src io.Reader, meta Meta, o Options) (int64, error) {
+	var head headCheck
+	pr := newProgressReader(ctx, io.TeeReader(src, &head), Staging, meta.Size, o)
+	n, err := stage.ReadFrom(pr)
+	switch {
+	case head.err != nil:
+		return n, fmt.Errorf("source is not a valid RDB: %w", head.err)
+	case pr.err != nil:
+		return n, fmt.Errorf("read source: %w", pr.err)
+	case err != nil:
+		return n, fmt.Errorf("write staging file: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return n, err
+	}
+	if err := checkMagic(head.b); err != nil {
+		return n, fmt.Errorf("source is not a valid RDB: %w", err)
+	}
+	if meta.Size >= 0 && meta.Size != n {
+		return n, fmt.Errorf("source announced %d bytes but yielded %d: %w", meta.Size, n, ErrDigest)
 	}
 	if err := stage.Seal(); err != nil {
-		return in, fmt.Errorf("seal staging file: %w", err)
+		return n, fmt.Errorf("seal staging file: %w", err)
 	}
-	return in, nil
+	return n, nil
+}
+
+// headCheck refuses a source as soon as its first bytes show it is not an
+// RDB.
+type headCheck struct {
+	b   []byte
+	err error
+}
+
+func (h *headCheck) Write(p []byte) (int, error) {
+	if len(h.b) < 9 {
+		h.b = append(h.b, p[:min(len(p), 9-len(h.b))]...)
+		if len(h.b) == 9 {
+			h.err = checkMagic(h.b)
+		}
+	}
+	if h.err != nil {
+		return 0, h.err
+	}
+	return len(p), nil
+}
+
+// Stream is the plain RDB a Destination reads, decrypted from the staging
+// file. As it is read it checks the RDB's CRC-64 and computes its SHA-256;
+// it returns io.EOF only if every check passed, and otherwise an error
+// matching ErrChecksum, ErrDigest, ErrAuthentication or the context's error.
+// Errors are sticky. A Stream is not safe for concurrent use.
+type Stream struct {
+	pr   *progressReader
+	chk  *checker
+	size int64
+	meta Meta
+	name string // of the staging file
+	info Info
+	ok   bool  // reached io.EOF with every check passed
+	err  error // sticky error
+}
+
+// Size returns the size of the RDB in bytes.
+func (s *Stream) Size() int64 { return s.size }
+
+// Info returns the RDB's size, SHA-256 and CRC-64. It is valid once Read
+// returned io.EOF.
+func (s *Stream) Info() Info { return s.info }
+
+// Read reads decrypted RDB bytes.
+func (s *Stream) Read(p []byte) (int, error) {
+	switch {
+	case s.err != nil:
+		return 0, s.err
+	case s.ok:
+		return 0, io.EOF
+	}
+	n, err := s.pr.Read(p)
+	s.chk.Write(p[:n])
+	switch {
+	case err == io.EOF:
+		if err := s.finish(); err != nil {
+			s.err = err
+			return n, err
+		}
+		s.ok = true
+	case err != nil && s.pr.ctx.Err() != nil:
+		s.err = err
+	case err != nil:
+		s.err = fmt.Errorf("read staging file %s: %w", s.name, err)
+		return n, s.err
+	}
+	return n, err
+}
+
+func (s *Stream) finish() error {
+	in, err := s.chk.result()
+	s.info = in
+	if err != nil {
+		return fmt.Errorf("source is not a valid RDB: %w", err)
+	}
+	if in.Size != s.size {
+		return fmt.Errorf("staging file yielded %d bytes, %d were staged: %w", in.Size, s.size, ErrTruncated)
+	}
+	if s.meta.SHA256 != nil && subtle.ConstantTimeCompare(s.meta.SHA256, in.SHA256[:]) != 1 {
+		return fmt.Errorf("source announced SHA-256 %x but the data hashes to %x: %w", s.meta.SHA256, in.SHA256, ErrDigest)
+	}
+	return nil
 }
 
 // progressReader counts bytes, reports progress, stops on cancellation and

@@ -191,7 +191,7 @@ type tamperDest struct {
 	next    export.Destination
 }
 
-func (d tamperDest) Put(ctx context.Context, r io.Reader, in export.Info) error {
+func (d tamperDest) Put(ctx context.Context, s *export.Stream) error {
 	dir := filepath.Join(d.scratch.Dir(), osdisk.TempDir)
 	ents, err := os.ReadDir(dir)
 	require.NoError(d.t, err)
@@ -205,7 +205,7 @@ func (d tamperDest) Put(ctx context.Context, r io.Reader, in export.Info) error 
 	b[0] ^= 0x10
 	f.WriteAt(b, off)
 	f.Close()
-	return d.next.Put(ctx, r, in)
+	return d.next.Put(ctx, s)
 }
 
 func TestTamperedStagingFailsWithoutOutput(t *testing.T) {

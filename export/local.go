@@ -52,9 +52,26 @@ func ToWriter(w io.Writer) Destination { return writerDest{w} }
 
 type writerDest struct{ w io.Writer }
 
-func (d writerDest) Put(_ context.Context, r io.Reader, _ Info) error {
-	_, err := io.Copy(d.w, r)
-	return err
+func (d writerDest) Put(_ context.Context, s *Stream) error { return copyAll(d.w, s) }
+
+// copyAll copies with a large buffer, and without the io.ReaderFrom of w
+// (io.Discard's uses 8 KiB reads).
+func copyAll(w io.Writer, s *Stream) error {
+	buf := make([]byte, 1<<20)
+	for {
+		n, err := s.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 // ToFile is a Destination that atomically replaces the file at path (mode
@@ -64,12 +81,12 @@ func ToFile(path string) Destination { return fileDest(path) }
 
 type fileDest string
 
-func (p fileDest) Put(_ context.Context, r io.Reader, _ Info) error {
+func (p fileDest) Put(_ context.Context, s *Stream) error {
 	f, err := atomicfile.Create(atomicfile.OS, string(p), 0o600)
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(f, r); err != nil {
+	if err := copyAll(f, s); err != nil {
 		f.Abort()
 		return fmt.Errorf("write %s: %w", p, err)
 	}

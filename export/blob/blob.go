@@ -37,15 +37,19 @@ const (
 	DefaultConcurrency = 4
 )
 
-// Destination uploads an export to a block blob, in blocks of BlockSize
-// uploaded Concurrency at a time. The blob is committed only after the whole
-// stream was read and authenticated: a failed or cancelled export leaves
-// the previous blob (if any) untouched, plus uncommitted blocks that the
-// service discards after a week.
+type blobHTTPHeaders = blob.HTTPHeaders
+
+// Destination uploads an export to a block blob: it stages blocks of
+// BlockSize, Concurrency at a time, as the stream arrives, and commits the
+// block list (with the sha256 and crc64 metadata) only once the stream
+// ended with io.EOF, that is after every staged segment authenticated and
+// the RDB's CRC-64 checked. A failed or cancelled export leaves the previous
+// blob (if any) untouched; the blocks it staged stay uncommitted, invisible,
+// and the service discards them after a week.
 type Destination struct {
 	Client      *blockblob.Client
-	BlockSize   int64              // 0 means DefaultBlockSize
-	Concurrency int                // 0 means DefaultConcurrency
+	BlockSize   int64              // 0 means DefaultBlockSize (8 MiB)
+	Concurrency int                // 0 means DefaultConcurrency (4)
 	Metadata    map[string]*string // extra metadata; the sha256 and crc64 keys are set by Put
 }
 
@@ -53,8 +57,14 @@ type Destination struct {
 // and concurrency.
 func To(c *blockblob.Client) *Destination { return &Destination{Client: c} }
 
-// Put implements export.Destination.
-func (d *Destination) Put(ctx context.Context, r io.Reader, info export.Info) error {
+// Put implements export.Destination. It is safe for concurrent use on
+// distinct blobs.
+func (d *Destination) Put(ctx context.Context, s *export.Stream) error {
+	ids, err := d.upload(ctx, s)
+	if err != nil {
+		return fmt.Errorf("blob.Destination.Put: upload to %s: %w", d.Client.URL(), err)
+	}
+	info := s.Info()
 	md := make(map[string]*string, len(d.Metadata)+2)
 	for k, v := range d.Metadata {
 		md[k] = v
@@ -62,21 +72,8 @@ func (d *Destination) Put(ctx context.Context, r io.Reader, info export.Info) er
 	sum := hex.EncodeToString(info.SHA256[:])
 	crc := fmt.Sprintf("%016x", info.CRC64)
 	md[MetaSHA256], md[MetaCRC64] = &sum, &crc
-	ct := "application/octet-stream"
-	opts := &blockblob.UploadStreamOptions{
-		BlockSize:   d.BlockSize,
-		Concurrency: d.Concurrency,
-		Metadata:    md,
-		HTTPHeaders: &blob.HTTPHeaders{BlobContentType: &ct},
-	}
-	if opts.BlockSize == 0 {
-		opts.BlockSize = DefaultBlockSize
-	}
-	if opts.Concurrency == 0 {
-		opts.Concurrency = DefaultConcurrency
-	}
-	if _, err := d.Client.UploadStream(ctx, r, opts); err != nil {
-		return fmt.Errorf("blob.Destination.Put: upload to %s: %w", d.Client.URL(), err)
+	if err := d.commit(ctx, ids, md, "application/octet-stream"); err != nil {
+		return fmt.Errorf("blob.Destination.Put: commit %d blocks to %s: %w", len(ids), d.Client.URL(), err)
 	}
 	return nil
 }

@@ -208,7 +208,7 @@ type tamperBlobDest struct {
 	next    export.Destination
 }
 
-func (d tamperBlobDest) Put(ctx context.Context, r io.Reader, in export.Info) error {
+func (d tamperBlobDest) Put(ctx context.Context, s *export.Stream) error {
 	dir := filepath.Join(d.scratch.Dir(), osdisk.TempDir)
 	ents, err := os.ReadDir(dir)
 	require.NoError(d.t, err)
@@ -222,7 +222,7 @@ func (d tamperBlobDest) Put(ctx context.Context, r io.Reader, in export.Info) er
 	b[0] ^= 1
 	f.WriteAt(b, off)
 	f.Close()
-	return d.next.Put(ctx, r, in)
+	return d.next.Put(ctx, s)
 }
 
 func TestTamperedStagingCommitsNoBlob(t *testing.T) {

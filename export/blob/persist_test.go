@@ -21,7 +21,7 @@ const rdbPurpose = "rdb"
 
 func writePersistRDB(t *testing.T, keys *dek.Keyring, path string, plain []byte) {
 	t.Helper()
-	require.NoError(t, persistDest{keys, path}.Put(context.Background(), bytes.NewReader(plain), export.Info{}))
+	require.NoError(t, persistDest{keys, path}.put(bytes.NewReader(plain)))
 }
 
 type persistReader struct {
@@ -55,7 +55,9 @@ type persistDest struct {
 	path string
 }
 
-func (d persistDest) Put(_ context.Context, r io.Reader, _ export.Info) error {
+func (d persistDest) Put(_ context.Context, s *export.Stream) error { return d.put(s) }
+
+func (d persistDest) put(r io.Reader) error {
 	p, err := atomicfile.Create(atomicfile.OS, d.path, 0o600)
 	if err != nil {
 		return err

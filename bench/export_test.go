@@ -1,0 +1,138 @@
+// Benchmarks of package export against a plain azblob upload of the same
+// plaintext, both to the same Azurite in the same run.
+//
+// Run (1 GiB, as the issue asks; the default is 256 MiB):
+//
+//	CACHECRYPT_BENCH_EXPORT_MB=1024 go test -run '^$' -bench ExportAzurite -benchtime 3x -count 3
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
+
+	"github.com/cachecrypt/cachecrypt/dek"
+	"github.com/cachecrypt/cachecrypt/export"
+	"github.com/cachecrypt/cachecrypt/export/blob"
+	"github.com/cachecrypt/cachecrypt/internal/testenv"
+	"github.com/cachecrypt/cachecrypt/kek/kektest"
+	"github.com/cachecrypt/cachecrypt/osdisk"
+)
+
+// Same block size and concurrency for the export and the baselines.
+const (
+	benchBlock       = 8 << 20
+	benchConcurrency = 4
+)
+
+func exportSizeMB() int64 {
+	if v, err := strconv.ParseInt(os.Getenv("CACHECRYPT_BENCH_EXPORT_MB"), 10, 64); err == nil && v > 0 {
+		return v
+	}
+	return 256
+}
+
+// bigRDB makes a real redis-server write an RDB of about mb MiB (values
+// stored uncompressed) and returns its path.
+func bigRDB(b *testing.B, mb int64) string {
+	b.Helper()
+	r := testenv.StartRedis(b, b.TempDir(), "rdbcompression no")
+	const val = 1000
+	keys := mb << 20 / (val + 24)
+	r.MustDo(b, "DEBUG", "POPULATE", strconv.FormatInt(keys, 10), "key", strconv.Itoa(val))
+	path := r.Save(b)
+	r.Stop()
+	return path
+}
+
+func BenchmarkExportAzurite(b *testing.B) {
+	ctx := context.Background()
+	a := testenv.StartAzurite(b)
+	cred, err := azblob.NewSharedKeyCredential(a.Account, a.Key)
+	check(b, err)
+	svc, err := azblob.NewClientWithSharedKeyCredential(a.Endpoint, cred, nil)
+	check(b, err)
+	_, err = svc.CreateContainer(ctx, "bench", nil)
+	check(b, err)
+	cc := svc.ServiceClient().NewContainerClient("bench")
+
+	plainPath := bigRDB(b, exportSizeMB())
+	st, err := os.Stat(plainPath)
+	check(b, err)
+	size := st.Size()
+	b.Logf("RDB of %d bytes (%.0f MiB)", size, float64(size)/(1<<20))
+
+	// The instance: encrypted persistence RDB + encrypted OS disk.
+	root := b.TempDir()
+	k := kektest.New("bench")
+	persist, err := dek.Create(ctx, filepath.Join(root, "persist.keyring"), "persist", k)
+	check(b, err)
+	defer persist.Close()
+	scratch, err := osdisk.Create(ctx, filepath.Join(root, "os"), "os", k)
+	check(b, err)
+	defer scratch.Close()
+	encPath := filepath.Join(root, "dump.rdb.enc")
+	check(b, writeEncrypted(persist, plainPath, encPath))
+
+	b.Run("plain-UploadFile", func(b *testing.B) {
+		b.SetBytes(size)
+		for i := 0; b.Loop(); i++ {
+			f, err := os.Open(plainPath)
+			check(b, err)
+			bb := cc.NewBlockBlobClient(fmt.Sprintf("plain-file-%d", i))
+			_, err = bb.UploadFile(ctx, f, &blockblob.UploadFileOptions{BlockSize: benchBlock, Concurrency: benchConcurrency})
+			f.Close()
+			check(b, err)
+			cleanup(b, cc, bb)
+		}
+	})
+	b.Run("plain-UploadStream", func(b *testing.B) {
+		b.SetBytes(size)
+		for i := 0; b.Loop(); i++ {
+			f, err := os.Open(plainPath)
+			check(b, err)
+			bb := cc.NewBlockBlobClient(fmt.Sprintf("plain-stream-%d", i))
+			_, err = bb.UploadStream(ctx, f, &blockblob.UploadStreamOptions{BlockSize: benchBlock, Concurrency: benchConcurrency})
+			f.Close()
+			check(b, err)
+			cleanup(b, cc, bb)
+		}
+	})
+	b.Run("export-encrypted", func(b *testing.B) {
+		b.SetBytes(size)
+		for i := 0; b.Loop(); i++ {
+			src, closeSrc, err := openEncrypted(persist, encPath)
+			check(b, err)
+			bb := cc.NewBlockBlobClient(fmt.Sprintf("export-%d", i))
+			dst := &blob.Destination{Client: bb, BlockSize: benchBlock, Concurrency: benchConcurrency}
+			_, err = export.Export(ctx, scratch, export.FromReader(src), dst, nil)
+			closeSrc()
+			check(b, err)
+			cleanup(b, cc, bb)
+		}
+	})
+}
+
+func cleanup(b *testing.B, cc *container.Client, bb *blockblob.Client) {
+	b.StopTimer()
+	_, err := bb.Delete(context.Background(), nil)
+	check(b, err)
+	b.StartTimer()
+}
+
+func check(b *testing.B, err error) {
+	b.Helper()
+	if err != nil {
+		b.Fatal(err)
+	}
+}
+
+var _ io.Reader
