@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -231,4 +232,32 @@ func TestExportDoesNotImportAzure(t *testing.T) {
 			require.NotContains(t, strings.ToLower(dep), "azure", "%s pulls in %s", pkg, dep)
 		}
 	}
+}
+
+// FuzzImport: whatever the source holds, Import either refuses it with
+// ErrNotRDB or ErrChecksum, or passes it through
+// byte for byte.
+func FuzzImport(f *testing.F) {
+	small, err := os.ReadFile("testdata/small.rdb")
+	require.NoError(f, err)
+	f.Add(small)
+	f.Add([]byte("REDIS0011"))
+	f.Add([]byte("hello"))
+	f.Add(append(bytes.Clone(small[:40]), small[41:]...))
+	scratch, err := osdisk.Create(context.Background(), filepath.Join(f.TempDir(), "os"), "os-disk", kektest.New("mmk"))
+	require.NoError(f, err)
+	defer scratch.Close()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var out bytes.Buffer
+		in, err := export.Import(context.Background(), scratch, export.FromReader(bytes.NewReader(data)), export.ToWriter(&out), nil)
+		if err != nil {
+			if !errors.Is(err, export.ErrNotRDB) && !errors.Is(err, export.ErrChecksum) {
+				t.Fatalf("unexpected error %v", err)
+			}
+			return
+		}
+		if !bytes.Equal(out.Bytes(), data) || in.SHA256 != sha256.Sum256(data) {
+			t.Fatal("accepted RDB changed in transit")
+		}
+	})
 }
