@@ -57,6 +57,8 @@ var (
 	ErrTruncated = integrity.ErrTruncated
 	// ErrFormat: the keyring file is malformed.
 	ErrFormat = integrity.ErrFormat
+	// ErrVersion: the keyring file has a format version this build cannot read.
+	ErrVersion = integrity.ErrVersion
 	// ErrClosed: the keyring was closed.
 	ErrClosed = integrity.ErrClosed
 )
@@ -97,6 +99,7 @@ type Keyring struct {
 	krk    []byte            // keyring key
 	deks   map[uint32][]byte // version -> DEK
 	closed bool
+	locked error // set by Lock: why keys are withheld
 }
 
 // Info describes a keyring without any secret.

@@ -101,6 +101,10 @@ func newMMK(name, path string, h *keyset.Handle) (*MMK, error) {
 func (m *MMK) Keyset() []byte {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
+	return m.keyset()
+}
+
+func (m *MMK) keyset() []byte {
 	var buf bytes.Buffer
 	if err := insecurecleartextkeyset.Write(m.handle, keyset.NewBinaryWriter(&buf)); err != nil {
 		panic("kek: serializing a valid keyset failed: " + err.Error())
@@ -108,11 +112,12 @@ func (m *MMK) Keyset() []byte {
 	return buf.Bytes()
 }
 
+// save writes the keyset to the key file; the caller holds m.mu.
 func (m *MMK) save() error {
 	if m.path == "" {
 		return nil
 	}
-	if err := atomicfile.WriteFile(atomicfile.OS, m.path, m.Keyset(), 0o600); err != nil {
+	if err := atomicfile.WriteFile(atomicfile.OS, m.path, m.keyset(), 0o600); err != nil {
 		return fmt.Errorf("save platform key %s: %w", m.path, err)
 	}
 	return nil
