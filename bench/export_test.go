@@ -1,7 +1,8 @@
 // Benchmarks of package export against a plain azblob upload of the same
 // plaintext, both to the same Azurite in the same run.
 //
-// Run (1 GiB, as the issue asks; the default is 256 MiB):
+// The default size, 64 MiB, keeps the test command's one-iteration smoke run
+// short. Measure with 1 GiB, as the issue asks:
 //
 //	CACHECRYPT_BENCH_EXPORT_MB=1024 go test -run '^$' -bench ExportAzurite -benchtime 3x -count 3
 package bench
@@ -40,7 +41,7 @@ func exportSizeMB() int64 {
 	if v, err := strconv.ParseInt(os.Getenv("CACHECRYPT_BENCH_EXPORT_MB"), 10, 64); err == nil && v > 0 {
 		return v
 	}
-	return 256
+	return 64
 }
 
 // bigRDB makes a real redis-server write an RDB of about mb MiB (values
