@@ -1,6 +1,7 @@
 package osdisk_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -8,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -213,13 +213,12 @@ func TestCrashKilledWriterLeavesNothingAfterOpen(t *testing.T) {
 	for round := range 3 {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestHelperCrashWriter$")
 		cmd.Env = append(os.Environ(), "OSDISK_CRASH_CHILD="+dir, "OSDISK_CRASH_MMK="+mmkPath)
-		var out bytes.Buffer
-		cmd.Stdout = &out
+		out, err := cmd.StdoutPipe()
+		require.NoError(t, err)
 		require.NoError(t, cmd.Start())
-		deadline := time.Now().Add(20 * time.Second)
-		for !strings.Contains(out.String(), "WRITING") && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
+		line, err := bufio.NewReader(out).ReadString('\n')
+		require.NoError(t, err, "child did not start writing")
+		require.Equal(t, "WRITING\n", line)
 		time.Sleep(time.Duration(round*20) * time.Millisecond)
 		require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
 		cmd.Wait()
