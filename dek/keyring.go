@@ -222,6 +222,21 @@ func (k *Keyring) Unlock(ctx context.Context, u kek.Unwrapper) error {
 	return nil
 }
 
+// Probe checks that u can still unwrap this keyring (one KEK call) and
+// discards the result. It is the KEK health check: it fails with the KEK's
+// error (kek.ErrRevoked, kek.ErrUnavailable, ...) when access is gone.
+func (k *Keyring) Probe(ctx context.Context, u kek.Unwrapper) error {
+	k.mu.RLock()
+	w := k.file.Wrapped
+	k.mu.RUnlock()
+	key, err := u.Unwrap(ctx, w)
+	clear(key)
+	if err != nil {
+		return fmt.Errorf("dek.Probe: disk %q under %s: %w", k.file.DiskID, w.Descriptor, err)
+	}
+	return nil
+}
+
 // Locked reports whether the keyring is locked by Lock.
 func (k *Keyring) Locked() bool {
 	k.mu.RLock()
