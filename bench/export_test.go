@@ -29,6 +29,7 @@ import (
 	"github.com/cachecrypt/cachecrypt/internal/testenv"
 	"github.com/cachecrypt/cachecrypt/kek/kektest"
 	"github.com/cachecrypt/cachecrypt/osdisk"
+	"github.com/cachecrypt/cachecrypt/rdb"
 )
 
 // Same block size and concurrency for the export and the baselines.
@@ -84,7 +85,7 @@ func BenchmarkExportAzurite(b *testing.B) {
 	check(b, err)
 	defer scratch.Close()
 	encPath := filepath.Join(root, "dump.rdb.enc")
-	check(b, writeEncrypted(persist, plainPath, encPath))
+	check(b, encrypt(persist, plainPath, encPath))
 
 	b.Run("plain-UploadFile", func(b *testing.B) {
 		b.SetBytes(size)
@@ -113,16 +114,24 @@ func BenchmarkExportAzurite(b *testing.B) {
 	b.Run("export-encrypted", func(b *testing.B) {
 		b.SetBytes(size)
 		for i := 0; b.Loop(); i++ {
-			src, closeSrc, err := openEncrypted(persist, encPath)
-			check(b, err)
 			bb := cc.NewBlockBlobClient(fmt.Sprintf("export-%d", i))
 			dst := &blob.Destination{Client: bb, BlockSize: benchBlock, Concurrency: benchConcurrency}
-			_, err = export.Export(ctx, scratch, export.FromReader(src), dst, nil)
-			closeSrc()
+			_, err := export.Export(ctx, scratch, export.FromRDB(encPath, persist), dst, nil)
 			check(b, err)
 			cleanup(b, cc, bb)
 		}
 	})
+}
+
+// encrypt stores the plain RDB as the encrypted persistence snapshot.
+func encrypt(keys *dek.Keyring, plainPath, encPath string) error {
+	f, err := os.Open(plainPath)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = rdb.Encrypt(encPath, f, keys)
+	return err
 }
 
 func cleanup(b *testing.B, cc *container.Client, bb *blockblob.Client) {
@@ -159,7 +168,7 @@ func BenchmarkExportLocal(b *testing.B) {
 	check(b, err)
 	defer scratch.Close()
 	encPath := filepath.Join(root, "dump.rdb.enc")
-	check(b, writeEncrypted(persist, plainPath, encPath))
+	check(b, encrypt(persist, plainPath, encPath))
 
 	b.Run("baseline-read-plain-file", func(b *testing.B) {
 		b.SetBytes(size)
@@ -189,10 +198,7 @@ func BenchmarkExportLocal(b *testing.B) {
 	b.Run("export-to-discard", func(b *testing.B) {
 		b.SetBytes(size)
 		for b.Loop() {
-			src, closeSrc, err := openEncrypted(persist, encPath)
-			check(b, err)
-			_, err = export.Export(ctx, scratch, export.FromReader(src), export.ToWriter(io.Discard), nil)
-			closeSrc()
+			_, err := export.Export(ctx, scratch, export.FromRDB(encPath, persist), export.ToWriter(io.Discard), nil)
 			check(b, err)
 		}
 	})

@@ -69,6 +69,6 @@ func ExampleImport() {
 	fmt.Println(err)
 	fmt.Println(restored.Len(), "bytes reached the destination")
 	// Output:
-	// export.Import: source is not a valid RDB: it starts with "*1\r\n$4\r\nP", not "REDIS" and a 4-digit version; give the path of an RDB snapshot (dump.rdb): export: not an RDB file
+	// export.Import: source is not a valid RDB: it starts with "*1\r\n$4\r\nP", not "REDIS" and a 4-digit version; give the path of an RDB snapshot (dump.rdb): rdb: not a Redis RDB file
 	// 0 bytes reached the destination
 }

@@ -35,15 +35,17 @@ import (
 
 	"github.com/cachecrypt/cachecrypt/internal/integrity"
 	"github.com/cachecrypt/cachecrypt/osdisk"
+	"github.com/cachecrypt/cachecrypt/rdb"
 )
 
 // Errors returned by this package, matched with errors.Is.
 var (
-	// ErrNotRDB: the data is not an RDB file (no "REDIS" header, or too
-	// short to hold one and its trailer).
-	ErrNotRDB = errors.New("export: not an RDB file")
-	// ErrChecksum: the RDB's CRC-64 trailer does not match its content.
-	ErrChecksum = errors.New("export: RDB checksum mismatch")
+	// ErrNotRDB: the data is not an RDB file (no "REDIS" header, or no
+	// end-of-file opcode before the trailer). It is rdb.ErrNotRDB.
+	ErrNotRDB = rdb.ErrNotRDB
+	// ErrChecksum: the RDB's CRC-64 trailer does not match its content. It
+	// is rdb.ErrChecksum.
+	ErrChecksum = rdb.ErrChecksum
 	// ErrDigest: the data does not match the SHA-256 or size its source
 	// announced (such as a blob's sha256 metadata).
 	ErrDigest = errors.New("export: SHA-256 or size mismatch with the source's metadata")
@@ -168,6 +170,7 @@ func transfer(ctx context.Context, op string, scratch *osdisk.Disk, src Source, 
 		return Info{}, fmt.Errorf("staging file: %w", err)
 	}
 	s := &Stream{pr: newProgressReader(ctx, stage, Sending, size, o), chk: newChecker(), size: size, meta: meta, name: stage.Name()}
+	defer s.close()
 	if err := dst.Put(ctx, s); err != nil {
 		if s.err != nil {
 			// The stream stopped the destination: its error says why.
@@ -236,14 +239,15 @@ func (h *headCheck) Write(p []byte) (int, error) {
 // matching ErrChecksum, ErrDigest, ErrAuthentication or the context's error.
 // Errors are sticky. A Stream is not safe for concurrent use.
 type Stream struct {
-	pr   *progressReader
-	chk  *checker
-	size int64
-	meta Meta
-	name string // of the staging file
-	info Info
-	ok   bool  // reached io.EOF with every check passed
-	err  error // sticky error
+	pr       *progressReader
+	chk      *checker
+	size     int64
+	meta     Meta
+	name     string // of the staging file
+	info     Info
+	ok       bool  // reached io.EOF with every check passed
+	finished bool  // the checker returned its result
+	err      error // sticky error
 }
 
 // Size returns the size of the RDB in bytes.
@@ -279,7 +283,15 @@ func (s *Stream) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// close stops the checker if the destination returned before the end.
+func (s *Stream) close() {
+	if !s.ok && !s.finished {
+		s.chk.abort()
+	}
+}
+
 func (s *Stream) finish() error {
+	s.finished = true
 	in, err := s.chk.result()
 	s.info = in
 	if err != nil {

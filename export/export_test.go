@@ -16,10 +16,12 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/cachecrypt/cachecrypt/dek"
 	"github.com/cachecrypt/cachecrypt/export"
 	"github.com/cachecrypt/cachecrypt/internal/testenv"
 	"github.com/cachecrypt/cachecrypt/kek/kektest"
 	"github.com/cachecrypt/cachecrypt/osdisk"
+	"github.com/cachecrypt/cachecrypt/rdb"
 )
 
 func newScratch(t *testing.T) *osdisk.Disk {
@@ -110,11 +112,12 @@ func TestBadRDBRefused(t *testing.T) {
 		{"empty", nil, export.ErrNotRDB, "REDIS"},
 		{"AOF", []byte("*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n"), export.ErrNotRDB, "REDIS"},
 		{"bad version digits", append([]byte("REDIS00x1"), plain[9:]...), export.ErrNotRDB, "version"},
-		{"old version without CRC", append([]byte("REDIS0004"), plain[9:]...), export.ErrNotRDB, "version 4"},
-		{"header only", plain[:9], export.ErrNotRDB, "shorter"},
+		{"old version, trailer where none belongs", append([]byte("REDIS0004"), plain[9:]...), export.ErrNotRDB, "end-of-file"},
+		{"header only", plain[:9], export.ErrNotRDB, "end-of-file"},
 		{"byte flipped", flipped, export.ErrChecksum, "CRC-64"},
 		{"trailer flipped", badCRC, export.ErrChecksum, "CRC-64"},
-		{"truncated", plain[:len(plain)-1000], export.ErrChecksum, "CRC-64"},
+		{"truncated", plain[:len(plain)-1000], export.ErrNotRDB, "truncated"},
+		{"last byte cut", plain[:len(plain)-1], export.ErrNotRDB, "truncated"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -260,4 +263,56 @@ func FuzzImport(f *testing.F) {
 			t.Fatal("accepted RDB changed in transit")
 		}
 	})
+}
+
+// TestPersistenceRoundTrip: an encrypted persistence RDB exports to a plain
+// file and imports back into an encrypted RDB; a failed import leaves the
+// existing snapshot as it was.
+func TestPersistenceRoundTrip(t *testing.T) {
+	plain := redisRDB(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	keys, err := dek.Create(ctx, filepath.Join(dir, "keyring"), "persist", kektest.New("mmk"))
+	require.NoError(t, err)
+	defer keys.Close()
+	snap := filepath.Join(dir, "dump.rdb")
+	_, err = rdb.Encrypt(snap, bytes.NewReader(plain), keys)
+	require.NoError(t, err)
+	scratch := newScratch(t)
+
+	out := filepath.Join(t.TempDir(), "exported.rdb")
+	_, err = export.Export(ctx, scratch, export.FromRDB(snap, keys), export.ToFile(out), nil)
+	require.NoError(t, err)
+	exported, err := os.ReadFile(out)
+	require.NoError(t, err)
+	require.Equal(t, plain, exported)
+
+	restored := filepath.Join(dir, "restored.rdb")
+	_, err = export.Import(ctx, scratch, export.FromFile(out), export.ToRDB(restored, keys, rdb.Options{}), nil)
+	require.NoError(t, err)
+	var back bytes.Buffer
+	_, err = rdb.Decrypt(&back, restored, keys)
+	require.NoError(t, err)
+	require.Equal(t, plain, back.Bytes())
+
+	before, err := os.ReadFile(restored)
+	require.NoError(t, err)
+	damaged := bytes.Clone(plain)
+	damaged[len(damaged)/2] ^= 4
+	_, err = export.Import(ctx, scratch, export.FromReader(bytes.NewReader(damaged)), export.ToRDB(restored, keys, rdb.Options{}), nil)
+	require.ErrorIs(t, err, export.ErrChecksum)
+	after, err := os.ReadFile(restored)
+	require.NoError(t, err)
+	require.Equal(t, before, after, "a failed import changed the existing snapshot")
+	ents, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Len(t, ents, 3, "temporary file left in the persistence directory") // keyring, dump.rdb, restored.rdb
+	requireNoStaging(t, scratch)
+
+	// A snapshot of another disk's keyring does not export.
+	other, err := dek.Create(ctx, filepath.Join(t.TempDir(), "keyring"), "other", kektest.New("other"))
+	require.NoError(t, err)
+	defer other.Close()
+	_, err = export.Export(ctx, scratch, export.FromRDB(snap, other), export.ToWriter(io.Discard), nil)
+	require.ErrorIs(t, err, rdb.ErrAuthentication)
 }

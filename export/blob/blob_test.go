@@ -23,6 +23,7 @@ import (
 	"github.com/cachecrypt/cachecrypt/internal/testenv"
 	"github.com/cachecrypt/cachecrypt/kek/kektest"
 	"github.com/cachecrypt/cachecrypt/osdisk"
+	"github.com/cachecrypt/cachecrypt/rdb"
 )
 
 // azurite starts Azurite and returns a fresh container.
@@ -61,6 +62,22 @@ func newInstance(t *testing.T, root string) *instance {
 
 func (in *instance) rdbPath(name string) string { return filepath.Join(in.root, "persist", name) }
 
+// writeRDB stores a plain RDB as the instance's encrypted snapshot name.
+func (in *instance) writeRDB(t *testing.T, name string, plain []byte) {
+	t.Helper()
+	_, err := rdb.Encrypt(in.rdbPath(name), bytes.NewReader(plain), in.persist)
+	require.NoError(t, err)
+}
+
+// readRDB decrypts the encrypted snapshot at path.
+func (in *instance) readRDB(t *testing.T, path string) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	_, err := rdb.Decrypt(&b, path, in.persist)
+	require.NoError(t, err)
+	return b.Bytes()
+}
+
 // snapshot fills a real Redis, saves it and returns the plain RDB and the
 // dataset's DEBUG DIGEST. The server's directory is removed afterwards.
 func snapshot(t *testing.T, dir string, extra ...[]string) ([]byte, string) {
@@ -94,11 +111,10 @@ func TestRoundTripThroughAzuriteDigestEqual(t *testing.T) {
 	ctx := context.Background()
 	plain, digest := snapshot(t, filepath.Join(t.TempDir(), "redis"))
 	in := newInstance(t, t.TempDir())
-	writePersistRDB(t, in.persist, in.rdbPath("dump.rdb"), plain)
+	in.writeRDB(t, "dump.rdb", plain)
 
 	bb := cc.NewBlockBlobClient("backups/dump.rdb")
-	src := openPersistRDB(t, in.persist, in.rdbPath("dump.rdb"))
-	info, err := export.Export(ctx, in.scratch, export.FromReader(src), &blob.Destination{Client: bb, BlockSize: 1 << 20, Concurrency: 3}, nil)
+	info, err := export.Export(ctx, in.scratch, export.FromRDB(in.rdbPath("dump.rdb"), in.persist), &blob.Destination{Client: bb, BlockSize: 1 << 20, Concurrency: 3}, nil)
 	require.NoError(t, err)
 	require.Equal(t, sha256.Sum256(plain), info.SHA256)
 
@@ -111,11 +127,11 @@ func TestRoundTripThroughAzuriteDigestEqual(t *testing.T) {
 	require.Equal(t, int64(len(plain)), *props.ContentLength)
 
 	imported := in.rdbPath("imported.rdb")
-	info2, err := export.Import(ctx, in.scratch, blob.From(bb.BlobClient()), persistDest{in.persist, imported}, nil)
+	info2, err := export.Import(ctx, in.scratch, blob.From(bb.BlobClient()), export.ToRDB(imported, in.persist, rdb.Options{}), nil)
 	require.NoError(t, err)
 	require.Equal(t, info, info2)
 
-	back := readPersistRDB(t, in.persist, imported)
+	back := in.readRDB(t, imported)
 	require.True(t, bytes.Equal(plain, back), "imported RDB differs")
 	require.Equal(t, digest, loadDigest(t, back), "DEBUG DIGEST after export, import and load")
 	requireNoStaging(t, in.scratch)
@@ -136,17 +152,17 @@ func TestNoPlaintextOnDisk(t *testing.T) {
 
 	ctx := context.Background()
 	in := newInstance(t, root)
-	writePersistRDB(t, in.persist, in.rdbPath("dump.rdb"), plain)
+	in.writeRDB(t, "dump.rdb", plain)
 	plain = nil
 
 	bb := cc.NewBlockBlobClient("canary.rdb")
-	_, err := export.Export(ctx, in.scratch, export.FromReader(openPersistRDB(t, in.persist, in.rdbPath("dump.rdb"))), blob.To(bb), nil)
+	_, err := export.Export(ctx, in.scratch, export.FromRDB(in.rdbPath("dump.rdb"), in.persist), blob.To(bb), nil)
 	require.NoError(t, err)
-	_, err = export.Export(ctx, in.scratch, export.FromReader(openPersistRDB(t, in.persist, in.rdbPath("dump.rdb"))), export.ToFile(exported), nil)
+	_, err = export.Export(ctx, in.scratch, export.FromRDB(in.rdbPath("dump.rdb"), in.persist), export.ToFile(exported), nil)
 	require.NoError(t, err)
-	_, err = export.Import(ctx, in.scratch, blob.From(bb.BlobClient()), persistDest{in.persist, in.rdbPath("imported.rdb")}, nil)
+	_, err = export.Import(ctx, in.scratch, blob.From(bb.BlobClient()), export.ToRDB(in.rdbPath("imported.rdb"), in.persist, rdb.Options{}), nil)
 	require.NoError(t, err)
-	_, err = export.Import(ctx, in.scratch, export.FromFile(exported), persistDest{in.persist, in.rdbPath("imported2.rdb")}, nil)
+	_, err = export.Import(ctx, in.scratch, export.FromFile(exported), export.ToRDB(in.rdbPath("imported2.rdb"), in.persist, rdb.Options{}), nil)
 	require.NoError(t, err)
 
 	// The scan must be able to see the canary: the plaintext destination holds it.
@@ -158,7 +174,7 @@ func TestNoPlaintextOnDisk(t *testing.T) {
 	}
 	require.GreaterOrEqual(t, files, 5, "scan saw too few files to mean anything")
 	// And the imported copies do decrypt to the canary.
-	require.True(t, bytes.Contains(readPersistRDB(t, in.persist, in.rdbPath("imported.rdb")), []byte(canary)))
+	require.True(t, bytes.Contains(in.readRDB(t, in.rdbPath("imported.rdb")), []byte(canary)))
 }
 
 // countHits returns how many files under dir contain s.
@@ -288,7 +304,8 @@ func TestImportChecksBlob(t *testing.T) {
 		{"not an RDB", []byte("{\"json\": \"document\"}"), nil, export.ErrNotRDB, "REDIS"},
 		{"sha256 metadata mismatch", plain, map[string]*string{"sha256": &zero}, export.ErrDigest, "SHA-256"},
 		{"sha256 metadata not hex", plain, map[string]*string{"sha256": &junk}, export.ErrDigest, "not a hex SHA-256"},
-		{"truncated RDB", plain[:len(plain)/2], nil, export.ErrChecksum, "CRC-64"},
+		{"truncated RDB", plain[:len(plain)/2], nil, export.ErrNotRDB, "truncated"},
+		{"damaged RDB", damaged(plain), nil, export.ErrChecksum, "CRC-64"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -296,7 +313,7 @@ func TestImportChecksBlob(t *testing.T) {
 			_, err := bb.UploadBuffer(ctx, tc.data, &blockblob.UploadBufferOptions{Metadata: tc.md})
 			require.NoError(t, err)
 			target := in.rdbPath("refused.rdb")
-			_, err = export.Import(ctx, in.scratch, blob.From(bb.BlobClient()), persistDest{in.persist, target}, nil)
+			_, err = export.Import(ctx, in.scratch, blob.From(bb.BlobClient()), export.ToRDB(target, in.persist, rdb.Options{}), nil)
 			require.ErrorIs(t, err, tc.want)
 			require.ErrorContains(t, err, "export.Import")
 			require.ErrorContains(t, err, tc.msg)
@@ -304,6 +321,12 @@ func TestImportChecksBlob(t *testing.T) {
 			requireNoStaging(t, in.scratch)
 		})
 	}
+}
+
+func damaged(b []byte) []byte {
+	b = bytes.Clone(b)
+	b[len(b)/3] ^= 0x20
+	return b
 }
 
 func download(t *testing.T, bb *blockblob.Client) []byte {
