@@ -11,8 +11,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -193,9 +196,21 @@ type tamperDest struct {
 	t       *testing.T
 	scratch *osdisk.Disk
 	next    export.Destination
+	staged  chan struct{} // closed when staging ended (see stagedOpts)
+}
+
+// stagedOpts closes staged when the staging phase reports its end.
+func stagedOpts(staged chan struct{}) *export.Options {
+	var once sync.Once
+	return &export.Options{Progress: func(p export.Progress) {
+		if p.Phase == export.Staging && p.Done > 0 && p.Done == p.Total {
+			once.Do(func() { close(staged) })
+		}
+	}}
 }
 
 func (d tamperDest) Put(ctx context.Context, s *export.Stream) error {
+	<-d.staged
 	dir := filepath.Join(d.scratch.Dir(), osdisk.TempDir)
 	ents, err := os.ReadDir(dir)
 	require.NoError(d.t, err)
@@ -216,8 +231,9 @@ func TestTamperedStagingFailsWithoutOutput(t *testing.T) {
 	plain := redisRDB(t)
 	scratch := newScratch(t)
 	dst := filepath.Join(t.TempDir(), "out.rdb")
+	staged := make(chan struct{})
 	_, err := export.Export(context.Background(), scratch, export.FromReader(bytes.NewReader(plain)),
-		tamperDest{t, scratch, export.ToFile(dst)}, nil)
+		tamperDest{t, scratch, export.ToFile(dst), staged}, stagedOpts(staged))
 	require.ErrorIs(t, err, export.ErrAuthentication)
 	require.ErrorContains(t, err, "export.Export")
 	require.NoFileExists(t, dst)
@@ -315,4 +331,90 @@ func TestPersistenceRoundTrip(t *testing.T) {
 	defer other.Close()
 	_, err = export.Export(ctx, scratch, export.FromRDB(snap, other), export.ToWriter(io.Discard), nil)
 	require.ErrorIs(t, err, rdb.ErrAuthentication)
+}
+
+// TestChunkedStaging stages a real RDB in many small staging files: the
+// result is byte-exact, every staging file is removed, and tampering with
+// any chunk, or swapping two chunks on disk, fails with ErrAuthentication.
+func TestChunkedStaging(t *testing.T) {
+	plain := redisRDB(t)
+	const chunk = 100 << 10
+	require.Greater(t, len(plain), 4*chunk)
+	scratch := newScratch(t)
+	var maxFiles int
+	opts := &export.Options{ChunkSize: chunk, ProgressEvery: 16 << 10, Progress: func(p export.Progress) {
+		ents, _ := os.ReadDir(filepath.Join(scratch.Dir(), osdisk.TempDir))
+		maxFiles = max(maxFiles, len(ents))
+	}}
+	var out bytes.Buffer
+	in, err := export.Export(context.Background(), scratch, export.FromReader(bytes.NewReader(plain)), export.ToWriter(&out), opts)
+	require.NoError(t, err)
+	require.Equal(t, plain, out.Bytes())
+	require.Equal(t, sha256.Sum256(plain), in.SHA256)
+	require.Greater(t, maxFiles, 1, "staging never held more than one chunk")
+	requireNoStaging(t, scratch)
+
+	edits := map[string]func(t *testing.T, files []string){
+		"flip a byte in chunk 2": func(t *testing.T, files []string) {
+			f, err := os.OpenFile(files[2], os.O_RDWR, 0)
+			require.NoError(t, err)
+			defer f.Close()
+			b := []byte{0}
+			f.ReadAt(b, 5000)
+			b[0] ^= 2
+			f.WriteAt(b, 5000)
+		},
+		"swap chunks 1 and 2 on disk": func(t *testing.T, files []string) {
+			a, err := os.ReadFile(files[1])
+			require.NoError(t, err)
+			b, err := os.ReadFile(files[2])
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(files[1], b, 0o600))
+			require.NoError(t, os.WriteFile(files[2], a, 0o600))
+		},
+	}
+	for name, edit := range edits {
+		t.Run(name, func(t *testing.T) {
+			scratch := newScratch(t)
+			staged := make(chan struct{})
+			opts := stagedOpts(staged)
+			opts.ChunkSize = chunk
+			var out bytes.Buffer
+			dst := editDest{func() {
+				<-staged
+				dir := filepath.Join(scratch.Dir(), osdisk.TempDir)
+				ents, err := os.ReadDir(dir)
+				require.NoError(t, err)
+				files := make([]string, len(ents))
+				for i, e := range ents {
+					files[i] = filepath.Join(dir, e.Name())
+				}
+				sort.Slice(files, func(i, j int) bool { return modTime(files[i]).Before(modTime(files[j])) })
+				require.GreaterOrEqual(t, len(files), 3)
+				edit(t, files)
+			}, export.ToWriter(&out)}
+			_, err := export.Export(context.Background(), scratch, export.FromReader(bytes.NewReader(plain)), dst, opts)
+			require.ErrorIs(t, err, export.ErrAuthentication)
+			requireNoStaging(t, scratch)
+		})
+	}
+}
+
+func modTime(p string) time.Time {
+	st, err := os.Stat(p)
+	if err != nil {
+		return time.Time{}
+	}
+	return st.ModTime()
+}
+
+// editDest runs edit before handing the stream to next.
+type editDest struct {
+	edit func()
+	next export.Destination
+}
+
+func (d editDest) Put(ctx context.Context, s *export.Stream) error {
+	d.edit()
+	return d.next.Put(ctx, s)
 }

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
@@ -222,9 +223,21 @@ type tamperBlobDest struct {
 	t       *testing.T
 	scratch *osdisk.Disk
 	next    export.Destination
+	staged  chan struct{} // closed when staging ended (see stagedOpts)
+}
+
+// stagedOpts closes staged when the staging phase reports its end.
+func stagedOpts(staged chan struct{}) *export.Options {
+	var once sync.Once
+	return &export.Options{Progress: func(p export.Progress) {
+		if p.Phase == export.Staging && p.Done > 0 && p.Done == p.Total {
+			once.Do(func() { close(staged) })
+		}
+	}}
 }
 
 func (d tamperBlobDest) Put(ctx context.Context, s *export.Stream) error {
+	<-d.staged
 	dir := filepath.Join(d.scratch.Dir(), osdisk.TempDir)
 	ents, err := os.ReadDir(dir)
 	require.NoError(d.t, err)
@@ -249,7 +262,8 @@ func TestTamperedStagingCommitsNoBlob(t *testing.T) {
 	dst := &blob.Destination{Client: cc.NewBlockBlobClient("t.rdb"), BlockSize: 1 << 20, Concurrency: 2}
 
 	// No blob before: none after.
-	_, err := export.Export(ctx, in.scratch, export.FromReader(bytes.NewReader(plain)), tamperBlobDest{t, in.scratch, dst}, nil)
+	staged := make(chan struct{})
+	_, err := export.Export(ctx, in.scratch, export.FromReader(bytes.NewReader(plain)), tamperBlobDest{t, in.scratch, dst, staged}, stagedOpts(staged))
 	require.ErrorIs(t, err, export.ErrAuthentication)
 	_, err = dst.Client.GetProperties(ctx, nil)
 	require.True(t, bloberror.HasCode(err, bloberror.BlobNotFound), "a blob was committed: %v", err)
@@ -259,7 +273,8 @@ func TestTamperedStagingCommitsNoBlob(t *testing.T) {
 	first, err := export.Export(ctx, in.scratch, export.FromReader(bytes.NewReader(plain)), dst, nil)
 	require.NoError(t, err)
 	other, _ := snapshot(t, filepath.Join(t.TempDir(), "redis2"), []string{"SET", "other", "value"})
-	_, err = export.Export(ctx, in.scratch, export.FromReader(bytes.NewReader(other)), tamperBlobDest{t, in.scratch, dst}, nil)
+	staged = make(chan struct{})
+	_, err = export.Export(ctx, in.scratch, export.FromReader(bytes.NewReader(other)), tamperBlobDest{t, in.scratch, dst, staged}, stagedOpts(staged))
 	require.ErrorIs(t, err, export.ErrAuthentication)
 	require.Equal(t, plain, download(t, dst.Client))
 	props, err := dst.Client.GetProperties(ctx, nil)
