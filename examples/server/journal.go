@@ -39,8 +39,8 @@ type journal struct {
 	issued  uint64 // tickets handed out
 	written uint64 // tickets whose records the sink has taken
 	err     error  // last write error; nil when the last write succeeded
-	closed  bool // add refuses records
-	stopped bool // the writer has exited
+	closed  bool   // add refuses records
+	stopped bool   // the writer has exited
 }
 
 func newJournal(s sink) *journal {

@@ -1,0 +1,259 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/cachecrypt/cachecrypt"
+	"github.com/cachecrypt/cachecrypt/aof"
+	"github.com/cachecrypt/cachecrypt/internal/testenv"
+	"github.com/cachecrypt/cachecrypt/rdb"
+)
+
+// script is a sequence of commands whose replies must match a real
+// redis-server's. Expiries are absolute (PXAT, PEXPIREAT) or far away, so
+// that the datasets hash the same in DEBUG DIGEST.
+func script() [][]string {
+	far := strconv.FormatInt(time.Now().Add(time.Hour).UnixMilli(), 10)
+	past := strconv.FormatInt(time.Now().Add(-time.Hour).UnixMilli(), 10)
+	big := string(bytes.Repeat([]byte("v"), 70000)) // a 32-bit length in the RDB
+	mid := string(bytes.Repeat([]byte("m"), 300))   // a 14-bit length
+	cmds := [][]string{
+		{"SET", "a", "1"}, {"GET", "a"}, {"INCR", "a"}, {"INCRBY", "a", "40"}, {"DECR", "a"},
+		{"SET", "s", "hello", "NX"}, {"SET", "s", "again", "NX"}, {"SET", "nx-new", "x", "XX"},
+		{"SET", "s", "world", "XX"}, {"GET", "s"}, {"GET", "missing"},
+		{"SET", "e", "expiring", "PXAT", far}, {"PEXPIREAT", "s", far}, {"SET", "s", "kept", "KEEPTTL"},
+		{"SET", "gone", "x", "PXAT", past}, {"GET", "gone"},
+		{"SET", "big", big}, {"SET", "mid", mid}, {"SET", "neg", "-12345"}, {"SET", "empty", ""},
+		{"SET", "bin", "\x00\xff\r\n"}, {"INCR", "s"}, {"INCR", "neg"},
+		{"DEL", "nothing", "a"}, {"EXISTS", "a", "s", "e", "big"}, {"SET", "d", "1"}, {"PEXPIREAT", "d", past},
+		{"EXISTS", "d"}, {"EXPIRE", "missing", "10"}, {"SET", "a", "2"}, {"DBSIZE"},
+		{"SET", "x", "1", "EX", "0"}, {"SET", "x", "1", "PX"}, {"SET", "x", "1", "NX", "XX"}, {"NOSUCH"},
+	}
+	for i := range 200 {
+		cmds = append(cmds, []string{"SET", fmt.Sprintf("key:%d", i), strconv.Itoa(i * i)})
+	}
+	return append(cmds, []string{"DBSIZE"})
+}
+
+// TestMatchesRedisAndSnapshotLoadsInRedis runs the same commands on this
+// server and on a real redis-server, compares every reply, then takes a
+// snapshot (SAVE), decrypts it and loads it into a fresh redis-server: its
+// DEBUG DIGEST equals the first redis-server's.
+func TestMatchesRedisAndSnapshotLoadsInRedis(t *testing.T) {
+	real := testenv.StartRedis(t, filepath.Join(t.TempDir(), "real"))
+	dir := t.TempDir()
+	addr, stop := startInProcess(t, Config{Dir: dir})
+	c := dial(t, addr)
+	for _, cmd := range script() {
+		want, werr := real.Do(cmd...)
+		got, gerr := c.do(cmd...)
+		if werr != nil {
+			require.Error(t, gerr, "%v: redis says %v", cmd, werr)
+			continue
+		}
+		require.NoError(t, gerr, "%v", cmd)
+		require.Equal(t, want, got, "%v", cmd)
+	}
+	ttl := c.must(t, "TTL", "e").(int64)
+	require.InDelta(t, 3600, ttl, 2)
+	require.Equal(t, int64(-1), c.must(t, "TTL", "a"))
+	require.Equal(t, int64(-2), c.must(t, "TTL", "missing"))
+
+	require.Equal(t, "OK", c.must(t, "SAVE"))
+	require.Equal(t, "0", infoField(t, c, "rdb_changes_since_last_save"))
+	stop()
+
+	plain := decryptSnapshot(t, dir)
+	info, err := rdb.CheckPlain(bytes.NewReader(plain))
+	require.NoError(t, err)
+	require.NotZero(t, info.Checksum)
+	loadDir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(loadDir, "dump.rdb"), plain, 0o600))
+	loaded := testenv.StartRedis(t, loadDir)
+	require.Equal(t, real.Digest(t), loaded.Digest(t), "DEBUG DIGEST of redis-server loading the decrypted snapshot")
+	require.Equal(t, real.MustDo(t, "DBSIZE"), loaded.MustDo(t, "DBSIZE"))
+}
+
+func decryptSnapshot(t *testing.T, dir string) []byte {
+	t.Helper()
+	inst, err := cachecrypt.Open(t.Context(), dir, cachecrypt.Config{Logger: quiet})
+	require.NoError(t, err)
+	defer inst.Close()
+	keys, err := inst.Keyring(cachecrypt.DiskPersistence)
+	require.NoError(t, err)
+	var out bytes.Buffer
+	_, err = rdb.Decrypt(&out, filepath.Join(inst.DiskDir(cachecrypt.DiskPersistence), "dump.rdb"), keys)
+	require.NoError(t, err)
+	return out.Bytes()
+}
+
+// TestRestartFromSnapshotAndAOF writes, snapshots with BGSAVE, writes more
+// (overwrites, deletes, expiries), restarts, and finds exactly the same
+// keyspace; no value is in plaintext anywhere in the data directory. The
+// plaintext-AOF baseline restarts the same way.
+func TestRestartFromSnapshotAndAOF(t *testing.T) {
+	for _, plainAOF := range []bool{false, true} {
+		t.Run(fmt.Sprintf("plain-aof=%v", plainAOF), func(t *testing.T) {
+			const canary = "canary-7f3a9c-value"
+			dir := t.TempDir()
+			cfg := Config{Dir: dir, PlainAOF: plainAOF, Fsync: aof.EverySec}
+			addr, stop := startInProcess(t, cfg)
+			c := dial(t, addr)
+			far := strconv.FormatInt(time.Now().Add(time.Hour).UnixMilli(), 10)
+			for i := range 100 {
+				c.must(t, "SET", fmt.Sprintf("k%d", i), fmt.Sprintf("%s-%d", canary, i))
+			}
+			c.must(t, "SET", "ttl", canary, "PXAT", far)
+			c.must(t, "SET", "short", canary, "PX", "150")
+			require.Equal(t, "Background saving started", c.must(t, "BGSAVE"))
+			waitSaved(t, c)
+			require.Equal(t, "ok", infoField(t, c, "rdb_last_bgsave_status"))
+			require.Equal(t, "1", infoField(t, c, "aof_enabled"))
+			require.Equal(t, "ok", infoField(t, c, "aof_last_write_status"))
+			saved, _ := strconv.ParseInt(infoField(t, c, "rdb_last_save_time"), 10, 64)
+			require.InDelta(t, time.Now().Unix(), saved, 5)
+
+			c.must(t, "SET", "k0", "after-snapshot")
+			c.must(t, "DEL", "k1", "k2")
+			c.must(t, "INCR", "counter")
+			c.must(t, "INCR", "counter")
+			c.must(t, "EXPIRE", "k3", "3600")
+			c.must(t, "PEXPIREAT", "k4", "1")
+			c.must(t, "SET", "new", canary)
+			require.Equal(t, "7", infoField(t, c, "rdb_changes_since_last_save"))
+			time.Sleep(200 * time.Millisecond) // "short" expires
+			want := dump(t, c)
+			require.NotContains(t, want, "short")
+			require.NotContains(t, want, "k4")
+			stop()
+
+			if !plainAOF {
+				requireNoPlaintext(t, dir, canary)
+			}
+			addr, _ = startInProcess(t, cfg)
+			c = dial(t, addr)
+			require.Equal(t, want, dump(t, c))
+			require.InDelta(t, 3600, c.must(t, "TTL", "k3").(int64), 2)
+			require.InDelta(t, 3600, c.must(t, "TTL", "ttl").(int64), 2)
+		})
+	}
+}
+
+// dump returns the keyspace as key -> value (with "+ttl" for keys with one)
+// through GET on every key this test writes.
+func dump(t *testing.T, c *client) map[string]string {
+	t.Helper()
+	keys := []string{"ttl", "short", "counter", "new"}
+	for i := range 100 {
+		keys = append(keys, fmt.Sprintf("k%d", i))
+	}
+	out := map[string]string{}
+	for _, k := range keys {
+		v := c.must(t, "GET", k)
+		if v == nil {
+			continue
+		}
+		s := v.(string)
+		if c.must(t, "TTL", k).(int64) >= 0 {
+			s += "+ttl"
+		}
+		out[k] = s
+	}
+	require.Equal(t, int64(len(out)), c.must(t, "DBSIZE"))
+	return out
+}
+
+func waitSaved(t *testing.T, c *client) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for infoField(t, c, "rdb_bgsave_in_progress") != "0" {
+		require.True(t, time.Now().Before(deadline), "BGSAVE did not finish")
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// requireNoPlaintext fails if any file under dir contains needle.
+func requireNoPlaintext(t *testing.T, dir, needle string) {
+	t.Helper()
+	n := 0
+	err := filepath.Walk(dir, func(path string, fi os.FileInfo, err error) error {
+		if err != nil || fi.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		n++
+		require.False(t, bytes.Contains(b, []byte(needle)), "plaintext %q in %s", needle, path)
+		return err
+	})
+	require.NoError(t, err)
+	require.Greater(t, n, 3)
+}
+
+// TestBadSnapshotRefused: a snapshot tampered with on disk stops the server
+// from starting, with the authentication error, instead of losing data.
+func TestBadSnapshotRefused(t *testing.T) {
+	dir := t.TempDir()
+	addr, stop := startInProcess(t, Config{Dir: dir})
+	c := dial(t, addr)
+	c.must(t, "SET", "k", "v")
+	c.must(t, "SAVE")
+	stop()
+	path := filepath.Join(dir, cachecrypt.DiskPersistence, "dump.rdb")
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	b[len(b)/2] ^= 1
+	require.NoError(t, os.WriteFile(path, b, 0o600))
+	_, err = Open(t.Context(), Config{Dir: dir, Logger: quiet})
+	require.ErrorIs(t, err, cachecrypt.ErrAuthentication)
+}
+
+// TestRDBRoundTrip: what writeRDB writes, readRDB reads back, and
+// CheckPlain accepts.
+func TestRDBRoundTrip(t *testing.T) {
+	snap := map[string]entry{
+		"a": {val: []byte("1")}, "b": {val: bytes.Repeat([]byte("x"), 20000), exp: 4102444800000},
+		"": {val: []byte("empty key")}, "c": {val: []byte{}},
+	}
+	var buf bytes.Buffer
+	require.NoError(t, writeRDB(&buf, snap))
+	_, err := rdb.CheckPlain(bytes.NewReader(buf.Bytes()))
+	require.NoError(t, err)
+	d := newDB()
+	require.NoError(t, readRDB(bytes.NewReader(buf.Bytes()), d, nowMs()))
+	require.Equal(t, snap, d.m)
+	require.Equal(t, 1, d.expires)
+
+	bad := bytes.Clone(buf.Bytes())
+	bad[20] ^= 0xFF
+	require.Error(t, readRDB(bytes.NewReader(bad), newDB(), nowMs()))
+	require.Error(t, readRDB(bytes.NewReader(buf.Bytes()[:buf.Len()-3]), newDB(), nowMs()))
+}
+
+func FuzzReadRDB(f *testing.F) {
+	var buf bytes.Buffer
+	writeRDB(&buf, map[string]entry{"a": {val: []byte("1"), exp: 5}, "b": {val: []byte("2")}})
+	f.Add(buf.Bytes())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d := newDB()
+		if readRDB(bytes.NewReader(b), d, 0) != nil {
+			return
+		}
+		var out bytes.Buffer
+		require.NoError(t, writeRDB(&out, d.m))
+		d2 := newDB()
+		require.NoError(t, readRDB(bytes.NewReader(out.Bytes()), d2, 0))
+		require.Equal(t, d.m, d2.m)
+	})
+}
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
