@@ -207,3 +207,11 @@ func infoField(t testing.TB, c *client, name string) string {
 	t.Fatalf("INFO has no %s:\n%s", name, info)
 	return ""
 }
+
+func dialNoT(addr string) (*client, error) {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	return &client{c: c, r: bufio.NewReader(c), w: bufio.NewWriter(c)}, nil
+}
