@@ -166,10 +166,19 @@ func (r *rdbReader) bytes(n int) []byte {
 	if r.err != nil {
 		return make([]byte, n)
 	}
-	b := make([]byte, n)
-	if _, err := io.ReadFull(r.r, b); err != nil {
-		r.err = io.ErrUnexpectedEOF
-		return b
+	var b []byte
+	if n <= 64<<10 {
+		b = make([]byte, n)
+		if _, err := io.ReadFull(r.r, b); err != nil {
+			r.err = io.ErrUnexpectedEOF
+			return b
+		}
+	} else { // a damaged length must not allocate before the bytes arrive
+		b, _ = io.ReadAll(io.LimitReader(r.r, int64(n)))
+		if len(b) < n {
+			r.err = io.ErrUnexpectedEOF
+			return make([]byte, n)
+		}
 	}
 	r.crc = rdb.CRC64(r.crc, b)
 	return b
