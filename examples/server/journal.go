@@ -80,6 +80,14 @@ func (j *journal) wait(t uint64) error {
 	return j.err
 }
 
+// drain waits until every queued record is written.
+func (j *journal) drain() error {
+	j.mu.Lock()
+	t := j.issued
+	j.mu.Unlock()
+	return j.wait(t)
+}
+
 // lastErr is the status of the last write, for INFO.
 func (j *journal) lastErr() error {
 	j.mu.Lock()
@@ -231,10 +239,10 @@ func (s *plainSink) Name() string { return "plaintext " + s.f.Name() }
 
 // truncatePlain cuts a torn final command off the plaintext AOF (a crash in
 // the middle of a write), as aof-load-truncated does.
-func truncatePlain(s *plainSink, valid int64) error {
+func truncatePlain(s *plainSink, torn int64) error {
 	fi, err := s.f.Stat()
-	if err != nil || fi.Size() == valid {
+	if err != nil {
 		return err
 	}
-	return s.f.Truncate(valid)
+	return s.f.Truncate(fi.Size() - torn)
 }

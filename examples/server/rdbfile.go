@@ -101,9 +101,9 @@ func appendLen(b []byte, n uint64) []byte {
 func appendString(b, s []byte) []byte { return append(appendLen(b, uint64(len(s))), s...) }
 
 // readRDB loads an RDB file of strings into d, skipping keys expired at now.
-// It checks the CRC-64 trailer.
-func readRDB(r io.Reader, d *db, now int64) error {
-	br := &rdbReader{r: bufio.NewReaderSize(r, 64<<10)}
+// It checks the CRC-64 trailer, and reads nothing past it.
+func readRDB(r *bufio.Reader, d *db, now int64) error {
+	br := &rdbReader{r: r}
 	hdr := br.bytes(9)
 	if br.err != nil || string(hdr[:5]) != "REDIS" {
 		return errors.New("not an RDB file: no REDIS header")
@@ -177,7 +177,7 @@ func (r *rdbReader) bytes(n int) []byte {
 		b, _ = io.ReadAll(io.LimitReader(r.r, int64(n)))
 		if len(b) < n {
 			r.err = io.ErrUnexpectedEOF
-			return make([]byte, n)
+			return nil
 		}
 	}
 	r.crc = rdb.CRC64(r.crc, b)

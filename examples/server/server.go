@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"github.com/tidwall/redcon"
 
 	"github.com/cachecrypt/cachecrypt"
+	"github.com/cachecrypt/cachecrypt/aof"
 	"github.com/cachecrypt/cachecrypt/dek"
 	"github.com/cachecrypt/cachecrypt/rdb"
 )
@@ -28,14 +30,16 @@ type Server struct {
 	rdbPath string
 	journal *journal
 
-	mu        sync.Mutex // guards db, dirty and the save state
-	db        *db
-	dirty     int64 // changes since the last successful save
-	lastSave  int64 // Unix seconds of the last successful save (or of start)
-	saving    bool
-	saveErr   error
-	saveStart time.Time
-	savesDone sync.WaitGroup
+	mu         sync.Mutex // guards db, dirty and the save state
+	db         *db
+	dirty      int64 // changes since the last successful save
+	lastSave   int64 // Unix seconds of the last successful save (or of start)
+	saving     bool
+	rewriting  bool
+	rewriteErr error
+	saveErr    error
+	saveStart  time.Time
+	savesDone  sync.WaitGroup
 
 	stop chan struct{}
 	bg   sync.WaitGroup
@@ -73,9 +77,9 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		var ps *plainSink
 		ps, r, err = openPlain(filepath.Join(disk, "plain"), cfg.Fsync)
 		if err == nil {
-			var valid int64
-			if valid, err = s.replay(r); err == nil {
-				err = truncatePlain(ps, valid)
+			var torn int64
+			if torn, err = s.replay(r); err == nil && torn > 0 {
+				err = truncatePlain(ps, torn)
 			}
 			r.Close()
 			if err != nil {
@@ -87,11 +91,11 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		var es *encryptedSink
 		es, r, err = openEncrypted(filepath.Join(disk, "appendonlydir"), keys, cfg.Fsync)
 		if err == nil {
-			var valid, total int64
-			valid, err = s.replay(countBytes(r, &total))
+			var torn int64
+			torn, err = s.replay(r)
 			r.Close()
-			if err == nil && valid != total {
-				err = fmt.Errorf("server: encrypted AOF ends inside a command (%d of %d bytes are whole commands)", valid, total)
+			if err == nil && torn > 0 { // frames hold whole commands: not a torn write
+				err = fmt.Errorf("server: encrypted AOF ends inside a command (%d bytes)", torn)
 			}
 			if err != nil {
 				es.Close()
@@ -128,15 +132,28 @@ func (s *Server) loadRDB() error {
 		return fmt.Errorf("server: open snapshot: %w", err)
 	}
 	defer r.Close()
-	if err := readRDB(r, s.db, nowMs()); err != nil {
+	if err := readRDB(bufio.NewReaderSize(r, 64<<10), s.db, nowMs()); err != nil {
 		return fmt.Errorf("server: load snapshot %s: %w", s.rdbPath, err)
 	}
 	return nil
 }
 
-// replay applies the commands r holds and returns how many bytes of it are
-// whole commands; a torn command at the end is left out.
-func (s *Server) replay(r io.Reader) (int64, error) {
+// replay applies the AOF r holds and returns the length of a torn command
+// at its end, which it leaves out. An AOF that starts with
+// an RDB preamble (a base written by BGREWRITEAOF) replaces the keyspace
+// with it first: a base is the whole state at the time of the rewrite.
+func (s *Server) replay(src io.Reader) (int64, error) {
+	r := bufio.NewReaderSize(src, 64<<10)
+	if magic, _ := r.Peek(5); string(magic) == "REDIS" {
+		s.db.flush()
+		if err := readRDB(r, s.db, nowMs()); err != nil {
+			return 0, fmt.Errorf("RDB preamble: %w", err)
+		}
+	}
+	return s.replayCommands(r)
+}
+
+func (s *Server) replayCommands(r io.Reader) (int64, error) {
 	var (
 		pending []byte
 		valid   int64
@@ -149,7 +166,7 @@ func (s *Server) replay(r io.Reader) (int64, error) {
 		for len(pending) > 0 {
 			complete, args, _, left, perr := redcon.ReadNextCommand(pending, argbuf[:0])
 			if perr != nil {
-				return valid, fmt.Errorf("bad command at byte %d: %w", valid, perr)
+				return 0, fmt.Errorf("bad command at byte %d: %w", valid, perr)
 			}
 			if !complete {
 				break
@@ -157,33 +174,20 @@ func (s *Server) replay(r io.Reader) (int64, error) {
 			valid += int64(len(pending) - len(left))
 			if len(args) > 0 {
 				if _, _, xerr := s.exec(args, nowMs()); xerr != nil {
-					return valid, fmt.Errorf("command %q at byte %d: %w", args[0], valid, xerr)
+					return 0, fmt.Errorf("command %q at byte %d: %w", args[0], valid, xerr)
 				}
 			}
 			pending = left
 		}
 		pending = append([]byte(nil), pending...) // args alias chunk-sized buffers; keep the leftover only
 		if err == io.EOF {
-			return valid, nil
+			return int64(len(pending)), nil
 		}
 		if err != nil {
-			return valid, err
+			return 0, err
 		}
 	}
 }
-
-type counter struct {
-	r io.Reader
-	n *int64
-}
-
-func (c counter) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	*c.n += int64(n)
-	return n, err
-}
-
-func countBytes(r io.Reader, n *int64) io.Reader { return counter{r, n} }
 
 // expireCycle drops expired keys in the background, as Redis' active
 // expiry does; the AOF need not record it (it holds absolute expiry times).
@@ -272,6 +276,13 @@ func (s *Server) handle(conn redcon.Conn, cmd redcon.Command) {
 			conn.WriteString("OK")
 		}
 		return
+	case "bgrewriteaof":
+		if err := s.bgrewriteaof(); err != nil {
+			conn.WriteError("ERR " + err.Error())
+		} else {
+			conn.WriteString("Background append only file rewriting started")
+		}
+		return
 	case "lastsave":
 		s.mu.Lock()
 		conn.WriteInt64(s.lastSave)
@@ -339,7 +350,8 @@ func (s *Server) info() string {
 	fmt.Fprintf(&b, "rdb_last_save_time:%d\r\n", s.lastSave)
 	fmt.Fprintf(&b, "rdb_last_bgsave_status:%s\r\n", status(s.saveErr))
 	fmt.Fprintf(&b, "aof_enabled:1\r\n")
-	fmt.Fprintf(&b, "aof_rewrite_in_progress:0\r\n")
+	fmt.Fprintf(&b, "aof_rewrite_in_progress:%d\r\n", b2i(s.rewriting))
+	fmt.Fprintf(&b, "aof_last_bgrewrite_status:%s\r\n", status(s.rewriteErr))
 	fmt.Fprintf(&b, "aof_last_write_status:%s\r\n", status(s.journal.lastErr()))
 	fmt.Fprintf(&b, "aof_encrypted:%d\r\n", b2i(!s.cfg.PlainAOF))
 	fmt.Fprintf(&b, "aof_fsync:%s\r\n\r\n", s.cfg.Fsync)
@@ -411,6 +423,51 @@ func (s *Server) writeSnapshot(snap map[string]entry) error {
 		return err
 	}
 	return w.Commit()
+}
+
+// bgrewriteaof replaces the encrypted AOF's parts with a base holding the
+// current keyspace as SET commands. The keyspace is copied, and the AOF
+// switched to a new incremental part, while writes are held back (the
+// example's fork); the base is written in the background.
+func (s *Server) bgrewriteaof() error {
+	es, ok := s.journal.sink.(*encryptedSink)
+	if !ok {
+		return errors.New("BGREWRITEAOF is not supported with -plain-aof")
+	}
+	s.mu.Lock()
+	if s.rewriting {
+		s.mu.Unlock()
+		return errors.New("background append only file rewriting already in progress")
+	}
+	if err := s.journal.drain(); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	rw, err := es.log.StartRewrite(aof.BaseRDB)
+	if err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	snap := s.db.snapshot(nowMs())
+	s.rewriting = true
+	s.savesDone.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.savesDone.Done()
+		err := writeRDB(rw, snap)
+		if err == nil {
+			err = rw.Commit()
+		} else {
+			rw.Abort()
+		}
+		if err != nil {
+			s.cfg.Logger.Error("AOF rewrite failed", "err", err)
+		}
+		s.mu.Lock()
+		s.rewriting, s.rewriteErr = false, err
+		s.mu.Unlock()
+	}()
+	return nil
 }
 
 func errArgs(cmd string) error {
