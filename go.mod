@@ -12,6 +12,7 @@ require (
 	github.com/klauspost/compress v1.20.4
 	github.com/miekg/pkcs11 v1.1.2
 	github.com/stretchr/testify v1.12.1
+	github.com/tidwall/redcon v1.6.4
 	github.com/tink-crypto/tink-go/v2 v2.9.0
 )
 
@@ -33,7 +34,6 @@ require (
 	github.com/thales-e-security/pool v0.0.2 // indirect
 	github.com/tidwall/btree v1.1.0 // indirect
 	github.com/tidwall/match v1.1.1 // indirect
-	github.com/tidwall/redcon v1.6.4 // indirect
 	github.com/zeebo/xxh3 v1.1.0 // indirect
 	go.yaml.in/yaml/v3 v3.0.6 // indirect
 	golang.org/x/crypto v0.58.0 // indirect
