@@ -12,11 +12,14 @@ type entry struct {
 // db is the keyspace. It is not safe for concurrent use: the server guards it
 // with its mutex.
 type db struct {
-	m       map[string]entry
-	expires int // keys with an expiry, for the RDB's RESIZEDB
+	m        map[string]entry
+	volatile map[string]struct{} // keys with an expiry: what the expiry cycle samples
 }
 
-func newDB() *db { return &db{m: make(map[string]entry)} }
+func newDB() *db { return &db{m: make(map[string]entry), volatile: make(map[string]struct{})} }
+
+// expires returns how many keys have an expiry.
+func (d *db) expires() int { return len(d.volatile) }
 
 func nowMs() int64 { return time.Now().UnixMilli() }
 
@@ -34,29 +37,24 @@ func (d *db) get(key string, now int64) (entry, bool) {
 }
 
 func (d *db) set(key string, e entry) {
-	old, ok := d.m[key]
-	if ok && old.exp != 0 {
-		d.expires--
-	}
 	if e.exp != 0 {
-		d.expires++
+		d.volatile[key] = struct{}{}
+	} else {
+		delete(d.volatile, key)
 	}
 	d.m[key] = e
 }
 
 func (d *db) del(key string) bool {
-	e, ok := d.m[key]
-	if !ok {
+	if _, ok := d.m[key]; !ok {
 		return false
 	}
-	if e.exp != 0 {
-		d.expires--
-	}
+	delete(d.volatile, key)
 	delete(d.m, key)
 	return true
 }
 
-func (d *db) flush() { d.m, d.expires = make(map[string]entry), 0 }
+func (d *db) flush() { d.m, d.volatile = make(map[string]entry), make(map[string]struct{}) }
 
 func (d *db) size() int { return len(d.m) }
 
@@ -64,15 +62,9 @@ func (d *db) size() int { return len(d.m) }
 // active expiry cycle, and reports whether more than a quarter of those it
 // looked at had expired (then it should run again soon).
 func (d *db) sweep(n int, now int64) bool {
-	if d.expires == 0 {
-		return false
-	}
 	seen, dropped := 0, 0
-	for k, e := range d.m { // Go starts map iteration at a random key
-		if e.exp == 0 {
-			continue
-		}
-		if seen++; e.exp <= now {
+	for k := range d.volatile { // Go starts map iteration at a random key
+		if seen++; d.m[k].exp <= now {
 			d.del(k)
 			dropped++
 		}

@@ -355,7 +355,7 @@ func (s *Server) info() string {
 	fmt.Fprintf(&b, "aof_last_write_status:%s\r\n", status(s.journal.lastErr()))
 	fmt.Fprintf(&b, "aof_encrypted:%d\r\n", b2i(!s.cfg.PlainAOF))
 	fmt.Fprintf(&b, "aof_fsync:%s\r\n\r\n", s.cfg.Fsync)
-	fmt.Fprintf(&b, "# Keyspace\r\ndb0:keys=%d,expires=%d,avg_ttl=0\r\n", s.db.size(), s.db.expires)
+	fmt.Fprintf(&b, "# Keyspace\r\ndb0:keys=%d,expires=%d,avg_ttl=0\r\n", s.db.size(), s.db.expires())
 	return b.String()
 }
 

@@ -232,7 +232,7 @@ func TestRDBRoundTrip(t *testing.T) {
 	d := newDB()
 	require.NoError(t, readBytes(buf.Bytes(), d, nowMs()))
 	require.Equal(t, snap, d.m)
-	require.Equal(t, 1, d.expires)
+	require.Equal(t, 1, d.expires())
 
 	bad := bytes.Clone(buf.Bytes())
 	bad[20] ^= 0xFF
@@ -316,4 +316,55 @@ func TestRewriteAOF(t *testing.T) {
 	require.Equal(t, "1", c.must(t, "GET", "n"))
 	require.InDelta(t, 3600, c.must(t, "TTL", "after").(int64), 2)
 	require.InDelta(t, 3600, real.MustDo(t, "TTL", "after").(int64), 2)
+}
+
+// TestExpiryCycleDropsKeys: keys with an expiry vanish without being read,
+// as Redis' active expiry does, and the others stay.
+func TestExpiryCycleDropsKeys(t *testing.T) {
+	d := newDB()
+	now := nowMs()
+	for i := range 1000 {
+		d.set(fmt.Sprint("keep", i), entry{val: []byte("v")})
+		d.set(fmt.Sprint("gone", i), entry{val: []byte("v"), exp: now - 1})
+	}
+	d.set("later", entry{val: []byte("v"), exp: now + 60_000})
+	for rounds := 0; d.expires() > 1; rounds++ {
+		require.Less(t, rounds, 200, "the expiry cycle does not converge")
+		d.sweep(20, now)
+	}
+	require.Equal(t, 1001, d.size())
+	require.Equal(t, 1, d.expires())
+	d.set("later", entry{val: []byte("no ttl now")})
+	require.Zero(t, d.expires())
+}
+
+// TestPlainAOFTornTail: the plaintext baseline cuts a command torn by a
+// crash off its AOF, like aof-load-truncated, and keeps the rest.
+func TestPlainAOFTornTail(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{Dir: dir, PlainAOF: true, Fsync: aof.Always}
+	addr, stop := startInProcess(t, cfg)
+	c := dial(t, addr)
+	c.must(t, "SET", "a", "1")
+	c.must(t, "SET", "b", "2")
+	stop()
+	path := filepath.Join(dir, cachecrypt.DiskPersistence, "plain", "appendonly.aof")
+	whole, err := os.ReadFile(path)
+	require.NoError(t, err)
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteString("*3\r\n$3\r\nSET\r\n$1\r\nc\r\n$5\r\nhal")
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+
+	addr, stop = startInProcess(t, cfg)
+	c = dial(t, addr)
+	require.Equal(t, "2", c.must(t, "GET", "b"))
+	require.Nil(t, c.must(t, "GET", "c"))
+	c.must(t, "SET", "d", "4")
+	stop()
+	after, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.True(t, bytes.HasPrefix(after, whole), "the torn command was not cut off before appending")
+	require.NotContains(t, string(after), "hal")
 }
