@@ -10,6 +10,7 @@
 //	go run ./examples/sidecar export   -dir /tmp/cc -blob https://ACCOUNT.blob.core.windows.net/backups/dump.rdb
 //	go run ./examples/sidecar import   -dir /tmp/cc -blob https://ACCOUNT.blob.core.windows.net/backups/dump.rdb
 //	go run ./examples/sidecar restore  -dir /tmp/cc -to /tmp/restored -start
+//	go run ./examples/sidecar run      -redis 127.0.0.1:6379 -dir /tmp/cc -every 15m -listen 127.0.0.1:8089 -blob URL
 //
 // The Redis password is read from REDISCLI_AUTH, the storage account key from
 // AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY (or a SAS token in the blob
@@ -18,20 +19,25 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
 
+	"github.com/cachecrypt/cachecrypt/export"
 	"github.com/cachecrypt/cachecrypt/export/blob"
 )
 
@@ -44,6 +50,8 @@ commands:
   export    send the encrypted snapshot in -dir to the blob -blob (plain RDB)
   import    replace the snapshot in -dir with the blob -blob
   restore   decrypt the snapshot in -dir to -to/dump.rdb (-start: run redis-server there)
+  run       snapshot -redis every -every, and on demand over HTTP on -listen:
+            POST /snapshot, POST /export (to -blob), GET /status
 
 run "sidecar COMMAND -h" for its flags`
 
@@ -68,6 +76,8 @@ func run(ctx context.Context, out io.Writer, cmd string, args []string) error {
 	to := fs.String("to", "", "restore: directory for dump.rdb")
 	start := fs.Bool("start", false, "restore: run redis-server on -to after restoring")
 	port := fs.Int("port", 6390, "restore -start: port of the restored redis-server")
+	listen := fs.String("listen", "127.0.0.1:8089", "run: address of the HTTP API")
+	every := fs.Duration("every", 15*time.Minute, "run: snapshot interval (0: on demand only)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -122,6 +132,23 @@ func run(ctx context.Context, out io.Writer, cmd string, args []string) error {
 			c := exec.CommandContext(ctx, "redis-server", "--dir", *to, "--port", strconv.Itoa(*port), "--save", "")
 			c.Stdout, c.Stderr = out, os.Stderr
 			return c.Run()
+		}
+	case "run":
+		d := &Daemon{Sidecar: s, Redis: *addr, Pull: PullOptions{Password: os.Getenv("REDISCLI_AUTH")}, Every: *every,
+			Logger: slog.New(slog.NewTextHandler(os.Stderr, nil)),
+			Blob: func() (export.Destination, error) {
+				bb, err := blockBlob(*blobURL)
+				if err != nil {
+					return nil, err
+				}
+				return blob.To(bb), nil
+			}}
+		srv := &http.Server{Addr: *listen, Handler: d, ReadHeaderTimeout: 10 * time.Second}
+		go d.Run(ctx)
+		go func() { <-ctx.Done(); srv.Close() }()
+		fmt.Fprintf(out, "sidecar for %s: snapshots every %v, API on http://%s\n", *addr, *every, *listen)
+		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
 		}
 	default:
 		return fmt.Errorf("sidecar: unknown command %q\n%s", cmd, usage)

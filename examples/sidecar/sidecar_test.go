@@ -6,9 +6,12 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -20,6 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/cachecrypt/cachecrypt"
+	"github.com/cachecrypt/cachecrypt/export"
 	"github.com/cachecrypt/cachecrypt/export/blob"
 	"github.com/cachecrypt/cachecrypt/internal/testenv"
 	"github.com/cachecrypt/cachecrypt/rdb"
@@ -118,8 +122,15 @@ func TestExportImportThroughAzurite(t *testing.T) {
 	require.NoError(t, err)
 	bb := svc.ServiceClient().NewContainerClient("backups").NewBlockBlobClient("cache-1/dump.rdb")
 
-	info, err := s.Export(t.Context(), blob.To(bb))
+	// On demand, through the daemon's HTTP API.
+	d := &Daemon{Sidecar: s, Redis: src.Addr(), Blob: func() (export.Destination, error) { return blob.To(bb), nil }}
+	st := api(t, d, "POST", "/snapshot", http.StatusOK)
+	require.NotZero(t, st.SnapshotSize)
+	st = api(t, d, "POST", "/export", http.StatusOK)
+	require.Equal(t, st, api(t, d, "GET", "/status", http.StatusOK))
+	info, err := export.Export(t.Context(), s.scratch, export.FromRDB(s.Path(), s.keys), export.ToWriter(io.Discard), nil)
 	require.NoError(t, err)
+	require.Equal(t, hex.EncodeToString(info.SHA256[:]), st.ExportSHA256)
 	props, err := bb.GetProperties(t.Context(), nil)
 	require.NoError(t, err)
 	require.Equal(t, hex.EncodeToString(info.SHA256[:]), blob.SHA256(props.Metadata))
@@ -133,6 +144,31 @@ func TestExportImportThroughAzurite(t *testing.T) {
 	_, err = other.Restore(restored)
 	require.NoError(t, err)
 	require.Equal(t, digest, testenv.StartRedis(t, restored).Digest(t))
+}
+
+// api calls the daemon's HTTP API and checks the status code.
+func api(t *testing.T, d *Daemon, method, path string, code int) Status {
+	t.Helper()
+	w := httptest.NewRecorder()
+	d.ServeHTTP(w, httptest.NewRequest(method, path, nil))
+	require.Equal(t, code, w.Code, w.Body.String())
+	var st Status
+	require.NoError(t, json.Unmarshal(w.Body.Bytes(), &st))
+	return st
+}
+
+// TestDaemonReportsFailures: a failed export (no snapshot yet) answers 500
+// with the error in the status; unknown paths answer 404.
+func TestDaemonReportsFailures(t *testing.T) {
+	s := openSidecar(t, t.TempDir())
+	d := &Daemon{Sidecar: s, Redis: "127.0.0.1:1", Blob: func() (export.Destination, error) { return export.ToWriter(io.Discard), nil }}
+	st := api(t, d, "POST", "/export", http.StatusInternalServerError)
+	require.Contains(t, st.LastError, "sidecar.Export")
+	st = api(t, d, "POST", "/snapshot", http.StatusInternalServerError)
+	require.Contains(t, st.LastError, "connect")
+	w := httptest.NewRecorder()
+	d.ServeHTTP(w, httptest.NewRequest("GET", "/nothing", nil))
+	require.Equal(t, http.StatusNotFound, w.Code)
 }
 
 // TestRestoreTampered: a flipped bit in the encrypted snapshot fails the
