@@ -69,40 +69,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		inst.Close()
 		return nil, err
 	}
-	var (
-		sk sink
-		r  io.ReadCloser
-	)
-	if cfg.PlainAOF {
-		var ps *plainSink
-		ps, r, err = openPlain(filepath.Join(disk, "plain"), cfg.Fsync)
-		if err == nil {
-			var torn int64
-			if torn, err = s.replay(r); err == nil && torn > 0 {
-				err = truncatePlain(ps, torn)
-			}
-			r.Close()
-			if err != nil {
-				ps.Close()
-			}
-		}
-		sk = ps
-	} else {
-		var es *encryptedSink
-		es, r, err = openEncrypted(filepath.Join(disk, "appendonlydir"), keys, cfg.Fsync)
-		if err == nil {
-			var torn int64
-			torn, err = s.replay(r)
-			r.Close()
-			if err == nil && torn > 0 { // frames hold whole commands: not a torn write
-				err = fmt.Errorf("server: encrypted AOF ends inside a command (%d bytes)", torn)
-			}
-			if err != nil {
-				es.Close()
-			}
-		}
-		sk = es
-	}
+	sk, err := s.openAOF(disk)
 	if err != nil {
 		inst.Close()
 		return nil, fmt.Errorf("server: load AOF: %w", err)
@@ -111,6 +78,44 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	s.bg.Add(1)
 	go s.expireCycle()
 	return s, nil
+}
+
+// openAOF opens the AOF and replays it into the keyspace.
+func (s *Server) openAOF(disk string) (sink, error) {
+	if s.cfg.PlainAOF {
+		ps, r, err := openPlain(filepath.Join(disk, "plain"), s.cfg.Fsync)
+		if err != nil {
+			return nil, err
+		}
+		defer r.Close()
+		torn, err := s.replay(r)
+		if err == nil && torn > 0 {
+			s.cfg.Logger.Warn("AOF ends with a torn command: cut off", "bytes", torn)
+			err = truncatePlain(ps, torn)
+		}
+		if err != nil {
+			ps.Close()
+			return nil, err
+		}
+		return ps, nil
+	}
+	es, r, err := openEncrypted(filepath.Join(disk, "appendonlydir"), s.keys, s.cfg.Fsync)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	if d := es.log.Recovered(); d != nil {
+		s.cfg.Logger.Warn("AOF ends with a torn write: cut off", "damage", d.String())
+	}
+	torn, err := s.replay(r)
+	if err == nil && torn > 0 { // frames hold whole batches of commands
+		err = fmt.Errorf("encrypted AOF ends inside a command (%d bytes)", torn)
+	}
+	if err != nil {
+		es.Close()
+		return nil, err
+	}
+	return es, nil
 }
 
 // Close waits for a background save, closes the AOF (writing and syncing

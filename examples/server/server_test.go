@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -200,22 +201,28 @@ func requireNoPlaintext(t *testing.T, dir, needle string) {
 	require.Greater(t, n, 3)
 }
 
-// TestBadSnapshotRefused: a snapshot tampered with on disk stops the server
-// from starting, with the authentication error, instead of losing data.
-func TestBadSnapshotRefused(t *testing.T) {
-	dir := t.TempDir()
-	addr, stop := startInProcess(t, Config{Dir: dir})
-	c := dial(t, addr)
-	c.must(t, "SET", "k", "v")
-	c.must(t, "SAVE")
-	stop()
-	path := filepath.Join(dir, cachecrypt.DiskPersistence, "dump.rdb")
-	b, err := os.ReadFile(path)
-	require.NoError(t, err)
-	b[len(b)/2] ^= 1
-	require.NoError(t, os.WriteFile(path, b, 0o600))
-	_, err = Open(t.Context(), Config{Dir: dir, Logger: quiet})
-	require.ErrorIs(t, err, cachecrypt.ErrAuthentication)
+// TestTamperedFilesRefused: a bit flipped in the snapshot or in an AOF part
+// stops the server from starting, with ErrAuthentication, instead of
+// serving (or losing) data.
+func TestTamperedFilesRefused(t *testing.T) {
+	for _, file := range []string{"dump.rdb", "appendonlydir/appendonly.aof.1.incr.aof", "appendonlydir/appendonly.aof.manifest"} {
+		t.Run(file, func(t *testing.T) {
+			dir := t.TempDir()
+			addr, stop := startInProcess(t, Config{Dir: dir})
+			c := dial(t, addr)
+			c.must(t, "SET", "k", strings.Repeat("v", 1000))
+			c.must(t, "SAVE")
+			c.must(t, "SET", "k2", "v2")
+			stop()
+			path := filepath.Join(dir, cachecrypt.DiskPersistence, file)
+			b, err := os.ReadFile(path)
+			require.NoError(t, err)
+			b[len(b)/2] ^= 1
+			require.NoError(t, os.WriteFile(path, b, 0o600))
+			_, err = Open(t.Context(), Config{Dir: dir, Logger: quiet})
+			require.ErrorIs(t, err, cachecrypt.ErrAuthentication)
+		})
+	}
 }
 
 // TestRDBRoundTrip: what writeRDB writes, readRDB reads back, and
