@@ -480,3 +480,20 @@ func TestShortWriteIsCutBack(t *testing.T) {
 	_, err = Check(dir, keys, Options{})
 	require.NoError(t, err)
 }
+
+func TestInterruptedCreate(t *testing.T) {
+	keys, dir := newKeys(t), t.TempDir()
+	l, err := Open(dir, keys, Options{})
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+	// A crash before the first manifest: header-only parts, no manifest.
+	require.NoError(t, os.Remove(filepath.Join(dir, "appendonly.aof.manifest")))
+	l, err = Open(dir, keys, Options{})
+	require.NoError(t, err)
+	require.NoError(t, l.Append([]byte("x")))
+	require.NoError(t, l.Close())
+	// A lost manifest beside parts holding data is an error, never a reset.
+	require.NoError(t, os.Remove(filepath.Join(dir, "appendonly.aof.manifest")))
+	_, err = Open(dir, keys, Options{})
+	require.ErrorIs(t, err, ErrMissingPart)
+}

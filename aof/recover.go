@@ -18,11 +18,21 @@ func (l *Log) create() error {
 	if err != nil {
 		return err
 	}
+	var stale []string
 	for _, d := range ents {
-		if isPartName(l.opts.name(), d.Name()) {
-			return fmt.Errorf("%s holds %s but no manifest %s.manifest: %w; restore the manifest, or Import a plain Redis directory", l.dir, d.Name(), l.opts.name(), ErrMissingPart)
+		if !isPartName(l.opts.name(), d.Name()) {
+			continue
 		}
+		// A crash while creating the directory leaves parts that hold only
+		// a header (or less): remove them. A part with frames and no
+		// manifest means the manifest was lost: never overwrite data.
+		if st, err := d.Info(); err == nil && st.Size() <= int64(fixedHdrSize+len(l.keys.DiskID())) {
+			stale = append(stale, d.Name())
+			continue
+		}
+		return fmt.Errorf("%s holds %s but no manifest %s.manifest: %w; restore the manifest, or Import a plain Redis directory", l.dir, d.Name(), l.opts.name(), ErrMissingPart)
 	}
+	removeParts(l.dir, stale)
 	m := &manifest{DiskID: l.keys.DiskID(), Generation: 1}
 	bw, err := l.newBase(BaseAOF, 1, 1)
 	if err != nil {
