@@ -78,12 +78,13 @@ func (l *Log) recover() error {
 		if err != nil {
 			return err
 		}
-		if dmg != nil {
-			if err := cutTail(p.path, size); err != nil {
-				return err
-			}
-			l.recovered = dmg
+		// cutTail also fsyncs: the manifest is about to record this size
+		// as final, so the bytes must be durable first (the last process
+		// may have died with them only in the page cache).
+		if err := cutTail(p.path, size); err != nil {
+			return err
 		}
+		l.recovered = dmg
 		m.Entries[len(m.Entries)-1].Closed = true
 		m.Entries[len(m.Entries)-1].Size = size
 		m.Entries[len(m.Entries)-1].Frames = frames
@@ -119,12 +120,16 @@ func scanTail(p partFile, keys Keys, allowTorn, plain bool) (int64, uint64, *Dam
 	}
 }
 
+// cutTail truncates path to size (a no-op when it is that size) and
+// fsyncs it.
 func cutTail(path string, size int64) error {
 	f, err := os.OpenFile(path, os.O_WRONLY, 0)
 	if err != nil {
 		return err
 	}
-	err = f.Truncate(size)
+	if st, serr := f.Stat(); serr != nil || st.Size() != size {
+		err = f.Truncate(size)
+	}
 	if err == nil {
 		err = f.Sync()
 	}
