@@ -497,3 +497,20 @@ func TestInterruptedCreate(t *testing.T) {
 	_, err = Open(dir, keys, Options{})
 	require.ErrorIs(t, err, ErrMissingPart)
 }
+
+func TestRetiredDEKVersion(t *testing.T) {
+	keys, dir := newKeys(t), t.TempDir()
+	l, err := Open(dir, keys, Options{})
+	require.NoError(t, err)
+	require.NoError(t, l.Append([]byte("v1")))
+	require.NoError(t, l.Close())
+	_, err = keys.RotateDEK()
+	require.NoError(t, err)
+	l, err = Open(dir, keys, Options{}) // manifest now under v2; v1 parts stay
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+	require.NoError(t, keys.Retire(1)) // too early: parts still use it
+	_, err = Check(dir, keys, Options{})
+	require.ErrorIs(t, err, dek.ErrUnknownVersion)
+	require.ErrorContains(t, err, "appendonly.aof.1.")
+}
