@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -513,4 +514,27 @@ func TestRetiredDEKVersion(t *testing.T) {
 	_, err = Check(dir, keys, Options{})
 	require.ErrorIs(t, err, dek.ErrUnknownVersion)
 	require.ErrorContains(t, err, "appendonly.aof.1.")
+}
+
+// Replay streams: its memory is one frame, not the log.
+func TestReplayMemoryDoesNotGrowWithTheLog(t *testing.T) {
+	keys, dir := newKeys(t), t.TempDir()
+	l, err := Open(dir, keys, Options{Fsync: No})
+	require.NoError(t, err)
+	rec := bytes.Repeat([]byte("m"), 4096)
+	const total = 32 << 20
+	for range total / len(rec) {
+		require.NoError(t, l.Append(rec))
+	}
+	require.NoError(t, l.Close())
+	r, err := Replay(dir, keys, Options{})
+	require.NoError(t, err)
+	defer r.Close()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	n, err := io.Copy(io.Discard, r)
+	runtime.ReadMemStats(&after)
+	require.NoError(t, err)
+	require.Equal(t, int64(total), n)
+	require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(2<<20), "replaying 32 MiB allocated too much")
 }
