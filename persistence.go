@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/cachecrypt/cachecrypt/aof"
 	"github.com/cachecrypt/cachecrypt/rdb"
@@ -24,6 +25,7 @@ const (
 type AOF struct {
 	*aof.Log
 	inst *Instance
+	gate sync.RWMutex // Append holds it shared; Reencrypt exclusively, briefly
 }
 
 // OpenAOF opens (creating on first use) the encrypted AOF of the
@@ -45,6 +47,8 @@ func (a *AOF) Append(p []byte) error {
 	if err := a.inst.usable(); err != nil {
 		return fmt.Errorf("cachecrypt.AOF.Append: %w", err)
 	}
+	a.gate.RLock()
+	defer a.gate.RUnlock()
 	return a.Log.Append(p)
 }
 
