@@ -538,3 +538,39 @@ func TestReplayMemoryDoesNotGrowWithTheLog(t *testing.T) {
 	require.Equal(t, int64(total), n)
 	require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(2<<20), "replaying 32 MiB allocated too much")
 }
+
+// Appends racing with Close either succeed, and are in the log, or fail
+// with ErrClosed.
+func TestCloseDuringAppends(t *testing.T) {
+	keys, dir := newKeys(t), t.TempDir()
+	l, err := Open(dir, keys, Options{Fsync: No})
+	require.NoError(t, err)
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		acked = map[string]bool{}
+	)
+	for w := range 4 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				rec := fmt.Sprintf("w%d:%06d;", w, i)
+				if err := l.Append([]byte(rec)); err != nil {
+					require.ErrorIs(t, err, ErrClosed)
+					return
+				}
+				mu.Lock()
+				acked[rec] = true
+				mu.Unlock()
+			}
+		})
+	}
+	time.Sleep(20 * time.Millisecond)
+	require.NoError(t, l.Close())
+	wg.Wait()
+	got := replayAll(t, dir, keys, Options{})
+	recs := bytes.Split(bytes.TrimSuffix(got, []byte(";")), []byte(";"))
+	require.Len(t, recs, len(acked))
+	for _, r := range recs {
+		require.True(t, acked[string(r)+";"])
+	}
+}
