@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,22 +11,16 @@ import (
 	"github.com/cachecrypt/cachecrypt"
 	"github.com/cachecrypt/cachecrypt/dek"
 	"github.com/cachecrypt/cachecrypt/export"
-	"github.com/cachecrypt/cachecrypt/kek"
-	"github.com/cachecrypt/cachecrypt/osdisk"
 	"github.com/cachecrypt/cachecrypt/rdb"
 )
-
-// SnapshotName is the encrypted snapshot's file on the persistence disk.
-const SnapshotName = "dump.rdb"
 
 // Sidecar keeps encrypted snapshots of a Redis server on the persistence
 // disk of a cachecrypt instance (under the platform-managed key) and moves
 // them to and from Blob Storage through the instance's encrypted OS disk.
 // Its methods are safe for concurrent use, except Close.
 type Sidecar struct {
-	inst    *cachecrypt.Instance
-	keys    *dek.Keyring
-	scratch *osdisk.Disk
+	inst *cachecrypt.Instance
+	keys *dek.Keyring // the persistence disk's, for tests
 }
 
 // Open opens (creating on first use) the instance in dir.
@@ -44,60 +37,46 @@ func Open(ctx context.Context, dir string, logger *slog.Logger) (*Sidecar, error
 		inst.Close()
 		return nil, fmt.Errorf("sidecar.Open: %w", err)
 	}
-	// The OS disk's keyring is the instance's, wrapped by the MMK; package
-	// osdisk opens it again for its temporary files.
-	mmk, err := kek.LoadMMK(filepath.Join(dir, "platform", "mmk.key"))
-	if err != nil {
-		inst.Close()
-		return nil, fmt.Errorf("sidecar.Open: %w", err)
-	}
-	scratch, err := osdisk.Open(ctx, inst.DiskDir(cachecrypt.DiskOS), mmk)
-	if err != nil {
-		inst.Close()
-		return nil, fmt.Errorf("sidecar.Open: %w", err)
-	}
-	return &Sidecar{inst: inst, keys: keys, scratch: scratch}, nil
+	return &Sidecar{inst: inst, keys: keys}, nil
 }
 
 // Close zeroes the keys.
-func (s *Sidecar) Close() error {
-	return errors.Join(s.scratch.Close(), s.inst.Close())
-}
+func (s *Sidecar) Close() error { return s.inst.Close() }
 
 // Path returns the encrypted snapshot's path.
-func (s *Sidecar) Path() string {
-	return filepath.Join(s.inst.DiskDir(cachecrypt.DiskPersistence), SnapshotName)
-}
+func (s *Sidecar) Path() string { return s.inst.SnapshotPath() }
 
 // Snapshot pulls a snapshot from the Redis server at addr and writes it
 // encrypted to the persistence disk, replacing the previous one only once
 // the new one is complete and is a valid RDB (CRC-64 checked on the way):
 // an interrupted or damaged transfer leaves the previous snapshot.
 func (s *Sidecar) Snapshot(ctx context.Context, addr string, opts PullOptions) (PullInfo, rdb.Info, error) {
-	w, err := rdb.Create(s.Path(), s.keys, rdb.Options{})
-	if err != nil {
-		return PullInfo{}, rdb.Info{}, fmt.Errorf("sidecar.Snapshot: %w", err)
-	}
-	defer w.Close()
-	pr, pw := io.Pipe()
-	checked := make(chan error, 1)
-	var info rdb.Info
-	go func() {
+	var (
+		pi   PullInfo
+		info rdb.Info
+	)
+	err := s.inst.SaveSnapshot(func(w io.Writer) error {
+		pr, pw := io.Pipe()
+		checked := make(chan error, 1)
+		go func() {
+			var err error
+			info, err = rdb.CheckPlain(pr)
+			pr.CloseWithError(err) // unblocks Pull if the check stops early
+			checked <- err
+		}()
 		var err error
-		info, err = rdb.CheckPlain(pr)
-		pr.CloseWithError(err) // unblocks Pull if the check stops early
-		checked <- err
-	}()
-	pi, err := Pull(ctx, addr, io.MultiWriter(w, pw), opts)
-	pw.Close()
-	cerr := <-checked
-	if err != nil { // when the check failed first, err wraps its error
-		return pi, info, fmt.Errorf("sidecar.Snapshot: %w", err)
-	}
-	if cerr != nil {
-		return pi, info, fmt.Errorf("sidecar.Snapshot: the server sent a damaged RDB: %w", cerr)
-	}
-	if err := w.Commit(); err != nil {
+		pi, err = Pull(ctx, addr, io.MultiWriter(w, pw), opts)
+		pw.Close()
+		cerr := <-checked
+		if err != nil { // when the check failed first, err wraps its error
+			return err
+		}
+		if cerr != nil {
+			return fmt.Errorf("the server sent a damaged RDB: %w", cerr)
+		}
+		return nil
+	})
+	if err != nil {
 		return pi, info, fmt.Errorf("sidecar.Snapshot: %w", err)
 	}
 	return pi, info, nil
@@ -106,7 +85,7 @@ func (s *Sidecar) Snapshot(ctx context.Context, addr string, opts PullOptions) (
 // Export sends the encrypted snapshot to dst (a blob: export/blob.To) as a
 // plain RDB, staged on the encrypted OS disk and checked on the way.
 func (s *Sidecar) Export(ctx context.Context, dst export.Destination) (export.Info, error) {
-	info, err := export.Export(ctx, s.scratch, export.FromRDB(s.Path(), s.keys), dst, nil)
+	info, err := s.inst.Export(ctx, dst, nil)
 	if err != nil {
 		return info, fmt.Errorf("sidecar.Export: %w", err)
 	}
@@ -116,7 +95,7 @@ func (s *Sidecar) Export(ctx context.Context, dst export.Destination) (export.In
 // Import replaces the encrypted snapshot with the RDB src yields (a blob:
 // export/blob.From), checked and encrypted on the way.
 func (s *Sidecar) Import(ctx context.Context, src export.Source) (export.Info, error) {
-	info, err := export.Import(ctx, s.scratch, src, export.ToRDB(s.Path(), s.keys, rdb.Options{}), nil)
+	info, err := s.inst.Import(ctx, src, nil)
 	if err != nil {
 		return info, fmt.Errorf("sidecar.Import: %w", err)
 	}
@@ -136,21 +115,32 @@ func (s *Sidecar) Restore(dir string) (rdb.Info, error) {
 	}
 	defer os.Remove(tmp.Name()) // no-op after the rename
 	defer tmp.Close()
-	if _, err := rdb.Decrypt(tmp, s.Path(), s.keys); err != nil {
-		return rdb.Info{}, fmt.Errorf("sidecar.Restore: %w", err)
-	}
-	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
-		return rdb.Info{}, err
-	}
-	info, err := rdb.CheckPlain(tmp)
+	info, err := s.decryptTo(tmp)
 	if err != nil {
-		return info, fmt.Errorf("sidecar.Restore: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
 		return info, fmt.Errorf("sidecar.Restore: %w", err)
 	}
 	if err := os.Rename(tmp.Name(), filepath.Join(dir, "dump.rdb")); err != nil {
 		return info, fmt.Errorf("sidecar.Restore: %w", err)
 	}
 	return info, nil
+}
+
+// decryptTo writes the plain snapshot to f, checks it and syncs f.
+func (s *Sidecar) decryptTo(f *os.File) (rdb.Info, error) {
+	r, err := s.inst.OpenSnapshot()
+	if err != nil {
+		return rdb.Info{}, err
+	}
+	defer r.Close()
+	if _, err := r.WriteTo(f); err != nil {
+		return rdb.Info{}, err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return rdb.Info{}, err
+	}
+	info, err := rdb.CheckPlain(f)
+	if err != nil {
+		return info, err
+	}
+	return info, f.Sync()
 }

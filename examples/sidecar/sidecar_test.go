@@ -128,7 +128,7 @@ func TestExportImportThroughAzurite(t *testing.T) {
 	require.NotZero(t, st.SnapshotSize)
 	st = api(t, d, "POST", "/export", http.StatusOK)
 	require.Equal(t, st, api(t, d, "GET", "/status", http.StatusOK))
-	info, err := export.Export(t.Context(), s.scratch, export.FromRDB(s.Path(), s.keys), export.ToWriter(io.Discard), nil)
+	info, err := s.inst.Export(t.Context(), export.ToWriter(io.Discard), nil)
 	require.NoError(t, err)
 	require.Equal(t, hex.EncodeToString(info.SHA256[:]), st.ExportSHA256)
 	props, err := bb.GetProperties(t.Context(), nil)
