@@ -9,8 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cachecrypt/cachecrypt"
 	"github.com/cachecrypt/cachecrypt/aof"
-	"github.com/cachecrypt/cachecrypt/dek"
 )
 
 // sink is where the journal writes its batches: the encrypted aof.Log, or a
@@ -137,14 +137,15 @@ func (j *journal) Close() error {
 	return j.sink.Close()
 }
 
-// encryptedSink is the encrypted multi-part AOF of package aof.
-type encryptedSink struct{ log *aof.Log }
+// encryptedSink is the instance's encrypted multi-part AOF (package aof
+// through cachecrypt.AOF, which fails closed with the instance).
+type encryptedSink struct{ log *cachecrypt.AOF }
 
-// openEncrypted opens (or creates) the encrypted AOF in dir, cutting off a
-// torn final write as Redis' aof-load-truncated does, and returns it with a
-// reader of everything it holds.
-func openEncrypted(dir string, keys *dek.Keyring, p aof.Policy) (*encryptedSink, io.ReadCloser, error) {
-	l, err := aof.Open(dir, keys, aof.Options{Fsync: p, AllowTruncated: true})
+// openEncrypted opens (or creates) the instance's encrypted AOF, cutting off
+// a torn final write as Redis' aof-load-truncated does, and returns it with
+// a reader of everything it holds.
+func openEncrypted(inst *cachecrypt.Instance, p aof.Policy) (*encryptedSink, io.ReadCloser, error) {
+	l, err := inst.OpenAOF(aof.Options{Fsync: p, AllowTruncated: true})
 	if err != nil {
 		return nil, nil, err
 	}

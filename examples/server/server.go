@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -18,16 +19,12 @@ import (
 
 	"github.com/cachecrypt/cachecrypt"
 	"github.com/cachecrypt/cachecrypt/aof"
-	"github.com/cachecrypt/cachecrypt/dek"
-	"github.com/cachecrypt/cachecrypt/rdb"
 )
 
 // Server is the keyspace, its journal and its snapshots.
 type Server struct {
 	cfg     Config
 	inst    *cachecrypt.Instance
-	keys    *dek.Keyring
-	rdbPath string
 	journal *journal
 
 	mu         sync.Mutex // guards db, dirty and the save state
@@ -57,14 +54,8 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: open instance: %w", err)
 	}
-	keys, err := inst.Keyring(cachecrypt.DiskPersistence)
-	if err != nil {
-		inst.Close()
-		return nil, err
-	}
 	disk := inst.DiskDir(cachecrypt.DiskPersistence)
-	s := &Server{cfg: cfg, inst: inst, keys: keys, db: newDB(), rdbPath: filepath.Join(disk, "dump.rdb"),
-		lastSave: time.Now().Unix(), stop: make(chan struct{})}
+	s := &Server{cfg: cfg, inst: inst, db: newDB(), lastSave: time.Now().Unix(), stop: make(chan struct{})}
 	if err := s.loadRDB(); err != nil {
 		inst.Close()
 		return nil, err
@@ -99,7 +90,7 @@ func (s *Server) openAOF(disk string) (sink, error) {
 		}
 		return ps, nil
 	}
-	es, r, err := openEncrypted(filepath.Join(disk, "appendonlydir"), s.keys, s.cfg.Fsync)
+	es, r, err := openEncrypted(s.inst, s.cfg.Fsync)
 	if err != nil {
 		return nil, err
 	}
@@ -129,16 +120,16 @@ func (s *Server) Close() error {
 }
 
 func (s *Server) loadRDB() error {
-	if _, err := os.Stat(s.rdbPath); errors.Is(err, os.ErrNotExist) {
+	r, err := s.inst.OpenSnapshot()
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	r, err := rdb.Open(s.rdbPath, s.keys)
 	if err != nil {
 		return fmt.Errorf("server: open snapshot: %w", err)
 	}
 	defer r.Close()
 	if err := readRDB(bufio.NewReaderSize(r, 64<<10), s.db, nowMs()); err != nil {
-		return fmt.Errorf("server: load snapshot %s: %w", s.rdbPath, err)
+		return fmt.Errorf("server: load snapshot %s: %w", s.inst.SnapshotPath(), err)
 	}
 	return nil
 }
@@ -419,19 +410,11 @@ func (s *Server) finishSave(err error, dirty int64) {
 }
 
 func (s *Server) writeSnapshot(snap map[string]entry) error {
-	w, err := rdb.Create(s.rdbPath, s.keys, rdb.Options{})
-	if err != nil {
-		return err
-	}
-	defer w.Close()
-	if err := writeRDB(w, snap); err != nil {
-		return err
-	}
-	return w.Commit()
+	return s.inst.SaveSnapshot(func(w io.Writer) error { return writeRDB(w, snap) })
 }
 
-// bgrewriteaof replaces the encrypted AOF's parts with a base holding the
-// current keyspace as SET commands. The keyspace is copied, and the AOF
+// bgrewriteaof replaces the encrypted AOF's parts with a base holding an
+// RDB preamble of the keyspace. The keyspace is copied, and the AOF
 // switched to a new incremental part, while writes are held back (the
 // example's fork); the base is written in the background.
 func (s *Server) bgrewriteaof() error {
@@ -448,22 +431,23 @@ func (s *Server) bgrewriteaof() error {
 		s.mu.Unlock()
 		return err
 	}
-	rw, err := es.log.StartRewrite(aof.BaseRDB)
-	if err != nil {
-		s.mu.Unlock()
-		return err
-	}
-	snap := s.db.snapshot(nowMs())
-	s.rewriting = true
+	// Rewrite switches the log to a new part, then calls write: the copy is
+	// taken there, while this goroutine still holds s.mu for it.
+	started := make(chan error, 1)
 	s.savesDone.Add(1)
-	s.mu.Unlock()
 	go func() {
 		defer s.savesDone.Done()
-		err := writeRDB(rw, snap)
-		if err == nil {
-			err = rw.Commit()
-		} else {
-			rw.Abort()
+		called := false
+		err := es.log.Rewrite(aof.BaseRDB, func(w *aof.Rewrite) error {
+			called = true
+			snap := s.db.snapshot(nowMs())
+			s.rewriting = true
+			started <- nil
+			return writeRDB(w, snap)
+		})
+		if !called {
+			started <- err
+			return
 		}
 		if err != nil {
 			s.cfg.Logger.Error("AOF rewrite failed", "err", err)
@@ -472,7 +456,9 @@ func (s *Server) bgrewriteaof() error {
 		s.rewriting, s.rewriteErr = false, err
 		s.mu.Unlock()
 	}()
-	return nil
+	err := <-started
+	s.mu.Unlock()
+	return err
 }
 
 func errArgs(cmd string) error {
