@@ -1,0 +1,39 @@
+package main
+
+import (
+	"io"
+	"os"
+
+	"github.com/schollz/progressbar/v3"
+)
+
+// isTerminal reports whether w is a character device (a terminal).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// progress returns a progress bar on stderr for total units (bytes when
+// bytes is set, -1 when unknown). It draws nothing under --quiet or --json,
+// or when stderr is not a terminal.
+func (a *app) progress(total int64, desc string, bytes bool) *progressbar.ProgressBar {
+	visible := !a.quiet && !a.json && isTerminal(a.stderr)
+	opts := []progressbar.Option{
+		progressbar.OptionSetWriter(a.stderr),
+		progressbar.OptionSetDescription(desc),
+		progressbar.OptionSetVisibility(visible),
+		progressbar.OptionShowCount(),
+		progressbar.OptionSetWidth(30),
+		progressbar.OptionThrottle(100e6),
+		progressbar.OptionClearOnFinish(),
+		progressbar.OptionUseANSICodes(true),
+	}
+	if bytes {
+		opts = append(opts, progressbar.OptionShowBytes(true))
+	}
+	return progressbar.NewOptions64(total, opts...)
+}
