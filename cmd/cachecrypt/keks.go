@@ -177,5 +177,8 @@ func (o *kekOpener) unwrapperFor(ctx context.Context, uri, keyringPath string) (
 		id.Version = "" // any version of the key unwraps
 		return o.open(ctx, id.String(), false)
 	}
-	return nil, fmt.Errorf("keyring %s is wrapped by %s key %q: %w", keyringPath, info.KEK.Kind, info.KEK.KeyID, errNoKEK)
+	if info.KEK.Kind == kek.KindPKCS11 {
+		return nil, fmt.Errorf("keyring %s is wrapped by HSM key %q; name it with --kek and add where the module and the PIN are: --kek 'pkcs11:...?module-path=/path/to/module.so&pin-source=file:/path/to/pin': %w", keyringPath, info.KEK.KeyID, errNoKEK)
+	}
+	return nil, fmt.Errorf("keyring %s is wrapped by %s key %q: pass it with --kek: %w", keyringPath, info.KEK.Kind, info.KEK.KeyID, errNoKEK)
 }

@@ -93,6 +93,9 @@ call each), proving that the key is usable now; a failure exits with 3.`,
 				return err
 			}
 			if firstErr != nil {
+				if h := hint(firstErr); h != "" {
+					fmt.Fprintf(a.stderr, "cachecrypt: a keyring did not open; what to do: %s\n", h)
+				}
 				return &silentError{exitCode(firstErr)}
 			}
 			return nil

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
+	"github.com/cachecrypt/cachecrypt/internal/testenv"
+	"github.com/cachecrypt/cachecrypt/kek/pkcs11"
+	"github.com/cachecrypt/cachecrypt/vault/vaulttest"
+	"github.com/stretchr/testify/require"
+)
+
+// vaultEnv is a Key Vault emulator with one RSA key, and the environment
+// under which the binary reaches it through a user-assigned managed
+// identity (the emulator's token endpoint) and the emulator's CA.
+type vaultEnv struct {
+	srv      *vaulttest.Server
+	admin    *azkeys.Client
+	keyURL   string // https://contoso.vault.azure.net/keys/cmk
+	clientID string
+	env      []string
+}
+
+func newVaultEnv(t *testing.T) *vaultEnv {
+	t.Helper()
+	srv := vaulttest.NewServer(t)
+	srv.Grant("admin", vaulttest.AllPermissions...)
+	srv.Grant("cache-identity", vaulttest.CryptoServiceEncryptionUser...)
+	var b [6]byte
+	rand.Read(b[:])
+	v := &vaultEnv{srv: srv, clientID: "7c0ffee0-1234-4abc-8def-" + hex.EncodeToString(b[:])}
+	srv.AddManagedIdentity("cache-identity", v.clientID, "")
+	var err error
+	v.admin, err = azkeys.NewClient(srv.VaultURL("contoso"), srv.Credential("admin"), srv.ClientOptions())
+	require.NoError(t, err)
+	_, err = v.admin.CreateKey(context.Background(), "cmk", azkeys.CreateKeyParameters{Kty: to.Ptr(azkeys.KeyTypeRSA)}, nil)
+	require.NoError(t, err)
+	v.keyURL = srv.VaultURL("contoso") + "/keys/cmk"
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	require.NoError(t, srv.WriteCACert(ca))
+	endpoint, header := srv.IdentityEndpoint()
+	v.env = []string{envVaultCA + "=" + ca, envVaultDial + "=" + srv.Addr(),
+		"IDENTITY_ENDPOINT=" + endpoint, "IDENTITY_HEADER=" + header, envClientID + "=" + v.clientID}
+	return v
+}
+
+func (v *vaultEnv) setEnabled(t *testing.T, enabled bool) {
+	t.Helper()
+	_, err := v.admin.UpdateKey(context.Background(), "cmk", "", azkeys.UpdateKeyParameters{
+		KeyAttributes: &azkeys.KeyAttributes{Enabled: to.Ptr(enabled)}}, nil)
+	require.NoError(t, err)
+}
+
+// An instance directory moves MMK -> Key Vault CMK -> PKCS#11 CMK -> MMK
+// from the command line; status follows each step without any KEK, and a
+// disabled Key Vault key makes the open fail with exit code 3.
+func TestRewrapMMKVaultSoftHSM(t *testing.T) {
+	v := newVaultEnv(t)
+	hsm := testenv.StartSoftHSM(t, "cache")
+	uri := hsm.URI("cli-kek", []byte{1})
+	k, err := pkcs11.GenerateKey(context.Background(), uri, 2048)
+	require.NoError(t, err)
+	require.NoError(t, k.Close())
+
+	dir := newInstance(t)
+	var st statusJSONOut
+	keyOf := func() (string, string) {
+		jsonOut(t, nil, &st, "status", dir)
+		require.Len(t, st.Rows, 3)
+		for _, r := range st.Rows[1:] {
+			require.Equal(t, st.Rows[0].KeyID, r.KeyID, "every disk under the same KEK")
+		}
+		return st.Rows[0].Key, st.Rows[0].KeyID
+	}
+
+	// MMK -> Key Vault.
+	out := ok(t, v.env, "keyring", "rewrap", "--to", v.keyURL, dir)
+	require.Contains(t, out, "to:")
+	key, id := keyOf()
+	require.Equal(t, "CMK", key)
+	require.True(t, strings.HasPrefix(id, v.keyURL+"/"), id)
+	require.Equal(t, "azure-key-vault", st.Rows[0].KEKKind)
+	require.Len(t, st.Rows[0].KeyVersion, 32)
+
+	// The keyring records its Key Vault key: opening needs only the identity.
+	ok(t, v.env, "keyring", "show", "--open", dir)
+	v.srv.ResetCounts()
+	ok(t, v.env, "keyring", "rotate", dir)
+	require.Equal(t, 2, v.srv.Count(vaulttest.OpUnwrapKey), "one unwrap per disk")
+
+	// A disabled key: exit 3, and status still works without the key.
+	v.setEnabled(t, false)
+	r := fails(t, exitKey, v.env, "keyring", "show", "--open", dir)
+	require.Contains(t, r.stdout, "revoked")
+	r = fails(t, exitKey, v.env, "keyring", "rewrap", "--to", "mmk", dir)
+	require.Contains(t, r.stderr, "what to do:")
+	ok(t, nil, "status", dir)
+	v.setEnabled(t, true)
+
+	// No identity: a clear usage error.
+	r = fails(t, exitUsage, v.env[:4], "keyring", "show", "--open", dir)
+	require.Contains(t, r.stdout, "--client-id")
+
+	// Key Vault -> PKCS#11 (SoftHSM); the current key is found from the keyring.
+	ok(t, v.env, "keyring", "rewrap", "--to", uri, dir)
+	key, id = keyOf()
+	require.Equal(t, "CMK", key)
+	require.Equal(t, "pkcs11", st.Rows[0].KEKKind)
+	require.Contains(t, id, "object=cli-kek")
+	require.NotContains(t, id, "pin", "the key id holds no PIN source")
+
+	// A PKCS#11 keyring needs --kek: exit 3 with the fix.
+	r = fails(t, exitKey, nil, "keyring", "show", "--open", dir)
+	require.Contains(t, r.stdout, "--kek")
+	ok(t, nil, "keyring", "show", "--open", "--kek", uri, dir)
+
+	// PKCS#11 -> MMK.
+	ok(t, nil, "keyring", "rewrap", "--kek", uri, "--to", "mmk", dir)
+	key, id = keyOf()
+	require.Equal(t, "MMK", key)
+	require.True(t, strings.HasPrefix(id, "mmk/mmk/"), id)
+	out = ok(t, nil, "keyring", "show", "--open", dir)
+	require.NotContains(t, out, "FAILED")
+
+	// A lone keyring file (a backup copy) moves too.
+	kr := filepath.Join(dir, "os", "keyring")
+	ok(t, v.env, "keyring", "rewrap", "--to", v.keyURL, kr)
+	var insp map[string]any
+	jsonOut(t, nil, &insp, "inspect", kr)
+	require.Equal(t, "azure-key-vault", insp["kek_kind"])
+	require.Equal(t, "CMK", insp["key"])
+	ok(t, v.env, "keyring", "show", "--open", kr)
+}
