@@ -13,7 +13,7 @@ func TestHelpAndUsage(t *testing.T) {
 	out := ok(t, nil, "--help")
 	require.Contains(t, out, "Exit codes:")
 	require.Contains(t, out, "mmk:PATH")
-	for _, c := range [][]string{{"inspect"}, {"verify"}, {"status"}, {"keyring"}, {"keyring", "show"},
+	for _, c := range [][]string{{"inspect"}, {"status"}, {"keyring"}, {"keyring", "show"},
 		{"keyring", "rotate"}, {"keyring", "rewrap"}, {"keyring", "retire"}} {
 		out := ok(t, nil, append(c, "--help")...)
 		require.Contains(t, out, "Usage:", c)

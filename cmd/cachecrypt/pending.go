@@ -1,3 +1,5 @@
+//go:build !cachecrypt_next
+
 package main
 
 import (
@@ -13,6 +15,6 @@ var (
 	errRollback    = errors.New("placeholder")
 )
 
-func (a *app) addDataCommands(root *cobra.Command) {}
-func (a *app) verifyCommand() *cobra.Command      { return &cobra.Command{Use: "verify"} }
+func (a *app) addDataCommands(root *cobra.Command)        {}
 func (a *app) inspectStream(r *record, path string) error { return nil }
+func (a *app) verifyCommand() *cobra.Command              { return &cobra.Command{Use: "verify"} }
