@@ -99,3 +99,7 @@ func newInstance(t testing.TB) string {
 	require.NoError(t, inst.Close())
 	return dir
 }
+
+func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
+
+func sleep10ms() { time.Sleep(10 * time.Millisecond) }

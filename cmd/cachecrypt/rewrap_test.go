@@ -1,9 +1,13 @@
+//go:build cachecrypt_next
+
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -69,6 +73,22 @@ func TestRewrapMMKVaultSoftHSM(t *testing.T) {
 	require.NoError(t, k.Close())
 
 	dir := newInstance(t)
+	plain, _ := redisRDB(t)
+	want, err := os.ReadFile(plain)
+	require.NoError(t, err)
+	snap := filepath.Join(dir, "persistence", "dump.rdb")
+	ok(t, nil, "encrypt", plain, "-o", snap)
+	// roundTrip checks that the snapshot written before every switch still
+	// verifies and decrypts byte for byte under the KEK of the moment.
+	roundTrip := func(env []string, extra ...string) {
+		t.Helper()
+		ok(t, env, append(extra, "verify", dir)...)
+		dec := filepath.Join(t.TempDir(), "dump.rdb")
+		ok(t, env, append(extra, "decrypt", snap, "-o", dec)...)
+		got, err := os.ReadFile(dec)
+		require.NoError(t, err)
+		require.True(t, bytes.Equal(want, got), "snapshot differs after a switch")
+	}
 	var st statusJSONOut
 	keyOf := func() (string, string) {
 		jsonOut(t, nil, &st, "status", dir)
@@ -87,6 +107,7 @@ func TestRewrapMMKVaultSoftHSM(t *testing.T) {
 	require.True(t, strings.HasPrefix(id, v.keyURL+"/"), id)
 	require.Equal(t, "azure-key-vault", st.Rows[0].KEKKind)
 	require.Len(t, st.Rows[0].KeyVersion, 32)
+	roundTrip(v.env)
 
 	// The keyring records its Key Vault key: opening needs only the identity.
 	ok(t, v.env, "keyring", "show", "--open", dir)
@@ -98,6 +119,8 @@ func TestRewrapMMKVaultSoftHSM(t *testing.T) {
 	v.setEnabled(t, false)
 	r := fails(t, exitKey, v.env, "keyring", "show", "--open", dir)
 	require.Contains(t, r.stdout, "revoked")
+	r = fails(t, exitKey, v.env, "decrypt", snap, "-o", filepath.Join(t.TempDir(), "x"))
+	require.Contains(t, r.stderr, "what to do:")
 	r = fails(t, exitKey, v.env, "keyring", "rewrap", "--to", "mmk", dir)
 	require.Contains(t, r.stderr, "what to do:")
 	ok(t, nil, "status", dir)
@@ -114,6 +137,7 @@ func TestRewrapMMKVaultSoftHSM(t *testing.T) {
 	require.Equal(t, "pkcs11", st.Rows[0].KEKKind)
 	require.Contains(t, id, "object=cli-kek")
 	require.NotContains(t, id, "pin", "the key id holds no PIN source")
+	roundTrip(nil, "--kek", uri)
 
 	// A PKCS#11 keyring needs --kek: exit 3 with the fix.
 	r = fails(t, exitKey, nil, "keyring", "show", "--open", dir)
@@ -127,6 +151,7 @@ func TestRewrapMMKVaultSoftHSM(t *testing.T) {
 	require.True(t, strings.HasPrefix(id, "mmk/mmk/"), id)
 	out = ok(t, nil, "keyring", "show", "--open", dir)
 	require.NotContains(t, out, "FAILED")
+	roundTrip(nil)
 
 	// A lone keyring file (a backup copy) moves too.
 	kr := filepath.Join(dir, "os", "keyring")
