@@ -55,6 +55,7 @@ Secrets (PINs, tokens) are never taken from flags.`
 type kekOpener struct {
 	clientID string
 	opened   []func()
+	cache    map[string]kek.KEK // by URI: one login per HSM key per run
 }
 
 // close releases every KEK opened (PKCS#11 sessions).
@@ -62,12 +63,27 @@ func (o *kekOpener) close() {
 	for _, f := range o.opened {
 		f()
 	}
-	o.opened = nil
+	o.opened, o.cache = nil, nil
 }
 
 // open returns the KEK named by uri. create allows an mmk: URI to name a
 // key file that does not exist yet (the target of a rewrap).
 func (o *kekOpener) open(ctx context.Context, uri string, create bool) (kek.KEK, error) {
+	if k, ok := o.cache[uri]; ok {
+		return k, nil
+	}
+	k, err := o.openURI(ctx, uri, create)
+	if err != nil {
+		return nil, err
+	}
+	if o.cache == nil {
+		o.cache = map[string]kek.KEK{}
+	}
+	o.cache[uri] = k
+	return k, nil
+}
+
+func (o *kekOpener) openURI(ctx context.Context, uri string, create bool) (kek.KEK, error) {
 	switch {
 	case strings.HasPrefix(uri, "mmk:"):
 		path := strings.TrimPrefix(uri, "mmk:")

@@ -81,3 +81,24 @@ func TestStatusAndKeyringMMK(t *testing.T) {
 	_, err := os.Stat(other + ".typo")
 	require.ErrorIs(t, err, os.ErrNotExist)
 }
+
+// A keyring whose MAC does not match is damaged (exit 2), not a key
+// problem; a missing file is another error (exit 4) with its path.
+func TestKeyringDamagedAndMissing(t *testing.T) {
+	dir := newInstance(t)
+	kr := filepath.Join(dir, "persistence", "keyring")
+	b, err := os.ReadFile(kr)
+	require.NoError(t, err)
+	b[len(b)-1] ^= 0x01
+	require.NoError(t, os.WriteFile(kr, b, 0o600))
+	r := fails(t, exitDamaged, nil, "keyring", "show", "--open", kr)
+	require.Contains(t, r.stdout, "FAILED")
+	require.Contains(t, r.stderr, "what to do:")
+	ok(t, nil, "inspect", kr) // the header is still readable
+
+	missing := filepath.Join(dir, "no-such-file")
+	r = fails(t, exitOther, nil, "inspect", missing)
+	require.Contains(t, r.stderr, missing)
+	r = fails(t, exitUsage, nil, "status", t.TempDir())
+	require.Contains(t, r.stderr, "not a cachecrypt instance directory")
+}

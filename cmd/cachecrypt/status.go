@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -46,7 +48,7 @@ func instanceStatus(dir string) ([]cachecrypt.StatusRow, map[string]dek.Info, er
 	for _, d := range []string{cachecrypt.DiskPersistence, cachecrypt.DiskOS} {
 		p := diskKeyring(dir, d)
 		info, err := dek.ReadInfo(p)
-		if os.IsNotExist(err) && d == cachecrypt.DiskPersistence {
+		if errors.Is(err, fs.ErrNotExist) && d == cachecrypt.DiskPersistence {
 			return nil, nil, usagef("%s is not a cachecrypt instance directory: %s is missing", dir, p)
 		}
 		if err != nil {
