@@ -61,7 +61,7 @@ records, unless --kek names one.
 	a.keks.clientID = "" // set in PersistentPreRun, after parsing
 	root.PersistentPreRun = func(*cobra.Command, []string) { a.keks.clientID = a.clientID }
 
-	root.AddCommand(a.inspectCommand(), a.verifyCommand(), a.statusCommand(), a.keyringCommand())
+	root.AddCommand(a.initCommand(), a.inspectCommand(), a.verifyCommand(), a.statusCommand(), a.keyringCommand())
 	a.addDataCommands(root)
 	return root
 }

@@ -13,14 +13,19 @@ func TestHelpAndUsage(t *testing.T) {
 	out := ok(t, nil, "--help")
 	require.Contains(t, out, "Exit codes:")
 	require.Contains(t, out, "mmk:PATH")
-	for _, c := range [][]string{{"inspect"}, {"status"}, {"keyring"}, {"keyring", "show"},
+	for _, c := range [][]string{{"init"}, {"inspect"}, {"verify"}, {"decrypt"}, {"encrypt"}, {"aof"}, {"aof", "check"}, {"aof", "fix"}, {"export"}, {"import"}, {"status"}, {"keyring"}, {"keyring", "show"},
 		{"keyring", "rotate"}, {"keyring", "rewrap"}, {"keyring", "retire"}} {
+		if buildTags == "" && strings.Contains("verify decrypt encrypt aof export import", c[0]) {
+			continue // until the data packages land on main
+		}
 		out := ok(t, nil, append(c, "--help")...)
 		require.Contains(t, out, "Usage:", c)
 	}
 	r := fails(t, exitUsage, nil, "inspect")
 	require.Contains(t, r.stderr, "accepts 1 arg")
 	fails(t, exitUsage, nil, "no-such-command")
+	r = fails(t, exitUsage, nil, "init", newInstance(t))
+	require.Contains(t, r.stderr, "already an instance")
 	fails(t, exitUsage, nil, "status", "--no-such-flag", "x")
 	r = fails(t, exitUsage, nil, "keyring", "rewrap", t.TempDir())
 	require.Contains(t, r.stderr, "--to KEK is required")

@@ -12,12 +12,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cachecrypt/cachecrypt"
 	"github.com/stretchr/testify/require"
 )
 
 // bin is the cachecrypt binary built once by TestMain.
 var bin string
+
+// buildTags are the tags the binary is built with (those of this test).
+var buildTags string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "cachecrypt-cli-")
@@ -26,7 +28,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	bin = filepath.Join(dir, "cachecrypt")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	out, err := exec.Command("go", "build", "-tags", buildTags, "-o", bin, ".").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
 		os.Exit(1)
@@ -90,13 +92,12 @@ func jsonOut(t testing.TB, env []string, v any, args ...string) {
 	require.NoError(t, json.Unmarshal([]byte(out), v), out)
 }
 
-// newInstance creates an MMK instance directory and closes it.
+// newInstance creates an MMK instance directory with 'cachecrypt init'.
 func newInstance(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
-	inst, err := cachecrypt.Open(context.Background(), dir, cachecrypt.Config{ProbeInterval: -1, Logger: discardLogger()})
-	require.NoError(t, err)
-	require.NoError(t, inst.Close())
+	out := ok(t, nil, "init", dir)
+	require.Contains(t, out, "persistence disk")
 	return dir
 }
 

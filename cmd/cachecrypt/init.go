@@ -1,0 +1,51 @@
+package main
+
+import (
+	"github.com/cachecrypt/cachecrypt"
+	"github.com/spf13/cobra"
+)
+
+func (a *app) initCommand() *cobra.Command {
+	var cmk string
+	c := &cobra.Command{
+		Use:   "init DIR",
+		Short: "Create an instance directory's keyrings, as a cache does on first start",
+		Long: `init creates (or opens) the instance directory DIR: the platform key
+DIR/platform/mmk.key and one keyring per persistent disk (DIR/persistence,
+DIR/os), wrapped by the platform key, or by the customer-managed key given
+with --cmk. A cache does this itself on first start; init is for
+provisioning, restores and tests. An existing instance is left as it is.`,
+		Example: `  cachecrypt init /var/lib/cache
+  cachecrypt init --cmk https://contoso.vault.azure.net/keys/cache-cmk --client-id $ID /var/lib/cache`,
+		Args: args(cobra.ExactArgs(1)),
+		RunE: func(c *cobra.Command, argv []string) error {
+			ctx := c.Context()
+			dir := argv[0]
+			if detectDir(dir) == kindInstance {
+				return usagef("init: %s is already an instance directory (see 'cachecrypt status %s')", dir, dir)
+			}
+			cfg := cachecrypt.Config{ProbeInterval: -1, Logger: discardLogger()}
+			if cmk != "" {
+				k, err := a.keks.open(ctx, cmk, false)
+				if err != nil {
+					return err
+				}
+				cfg.Encryption = cachecrypt.CustomerManaged(k)
+			}
+			inst, err := cachecrypt.Open(ctx, dir, cfg)
+			if err != nil {
+				return err
+			}
+			rows := inst.Status()
+			if err := inst.Close(); err != nil {
+				return err
+			}
+			if a.json {
+				return a.printJSON(statusJSON(rows, nil))
+			}
+			return cachecrypt.WriteStatus(a.stdout, rows)
+		},
+	}
+	c.Flags().StringVar(&cmk, "cmk", "", "customer-managed KEK URI to wrap the keyrings with (default: the platform key)")
+	return c
+}

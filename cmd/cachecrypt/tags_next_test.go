@@ -1,0 +1,5 @@
+//go:build cachecrypt_next
+
+package main
+
+func init() { buildTags = "cachecrypt_next" }
