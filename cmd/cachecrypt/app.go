@@ -54,7 +54,7 @@ records, unless --kek names one.
 	})
 	pf := root.PersistentFlags()
 	pf.BoolVar(&a.json, "json", false, "print results as JSON, for scripts")
-	pf.StringVar(&a.kekURI, "kek", "", "key-encryption key URI that opens the keyring (default: found from the keyring, see above)")
+	pf.StringVar(&a.kekURI, "kek", os.Getenv(envKEK), "key-encryption key URI that opens the keyring (default $"+envKEK+", else found from the keyring, see above)")
 	pf.StringVar(&a.clientID, "client-id", "", "client ID or resource ID of the user-assigned managed identity for Key Vault keys (default $"+envClientID+")")
 	pf.StringVar(&a.keyring, "keyring", "", "keyring file of the data's disk (default: found next to the data)")
 	pf.BoolVarP(&a.quiet, "quiet", "q", false, "no progress bars (they are also off when stderr is not a terminal)")

@@ -27,6 +27,8 @@ var errNoKEK = errors.New("no key-encryption key given")
 
 // Environment variables the tool reads.
 const (
+	// envKEK is the default of --kek.
+	envKEK = "CACHECRYPT_KEK"
 	// envClientID is the default of --client-id.
 	envClientID = "CACHECRYPT_CLIENT_ID"
 	// envVaultCA names a PEM file of extra CA certificates to trust for

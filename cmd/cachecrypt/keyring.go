@@ -266,7 +266,7 @@ func descString(d kek.Descriptor) string {
 	if d.Kind.CustomerManaged() {
 		key = "CMK"
 	}
-	return fmt.Sprintf("%s %s %s", key, d.Kind, d.KeyID)
+	return key + " " + d.KeyID
 }
 
 // targetKEK opens the KEK a rewrap goes to. platform is the instance's

@@ -143,6 +143,7 @@ func TestRewrapMMKVaultSoftHSM(t *testing.T) {
 	r = fails(t, exitKey, nil, "keyring", "show", "--open", dir)
 	require.Contains(t, r.stdout, "--kek")
 	ok(t, nil, "keyring", "show", "--open", "--kek", uri, dir)
+	ok(t, []string{envKEK + "=" + uri}, "keyring", "show", "--open", dir)
 
 	// PKCS#11 -> MMK.
 	ok(t, nil, "keyring", "rewrap", "--kek", uri, "--to", "mmk", dir)

@@ -86,6 +86,7 @@ func (a *app) reportVerify(results []verifyResult) error {
 			return err
 		}
 	} else {
+		hinted := map[string]bool{}
 		for _, r := range results {
 			if r.OK {
 				fmt.Fprintf(a.stdout, "OK       %s (%s: %s)\n", r.File, r.Kind, r.Detail)
@@ -109,7 +110,8 @@ func (a *app) reportVerify(results []verifyResult) error {
 				where = " at" + where
 			}
 			fmt.Fprintf(a.stdout, "%s %s (%s)%s: %s\n", label, r.File, r.Kind, where, r.Error)
-			if h := hint(r.err); h != "" {
+			if h := hint(r.err); h != "" && !hinted[h] {
+				hinted[h] = true
 				fmt.Fprintf(a.stdout, "         what to do: %s\n", h)
 			}
 		}
@@ -198,7 +200,7 @@ func (a *app) verifyFile(ctx context.Context, path string, k kind) verifyResult 
 		if err != nil {
 			return failed(r, err)
 		}
-		r.Detail = fmt.Sprintf("MAC ok, %d DEK versions, %s", len(kr.Info().Versions), descString(kr.Descriptor()))
+		r.Detail = fmt.Sprintf("MAC ok, DEK v%d active of %d held, %s", kr.Active(), len(kr.Info().Versions), descString(kr.Descriptor()))
 		kr.Close()
 	case kindPlainRDB:
 		f, err := os.Open(path)
