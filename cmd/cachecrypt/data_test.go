@@ -106,6 +106,13 @@ func TestRDBRoundTrip(t *testing.T) {
 	require.EqualValues(t, 2, insp["dek_version"])
 	ok(t, nil, "verify", dir)
 
+	// Retiring v1 leaves the v1 snapshot undecryptable: verify says so
+	// with exit code 3 (a key problem), not as damage.
+	ok(t, nil, "keyring", "retire", filepath.Join(dir, "persistence", "keyring"), "1")
+	r = fails(t, exitKey, nil, "verify", enc)
+	require.Contains(t, r.stdout, "unknown DEK version")
+	ok(t, nil, "verify", small)
+
 	// A plain file that is not an RDB is refused, and a damaged RDB too.
 	junk := filepath.Join(t.TempDir(), "junk")
 	require.NoError(t, os.WriteFile(junk, []byte("not an rdb"), 0o600))
