@@ -67,6 +67,8 @@ OUT (absent or empty), with a Redis manifest: redis-server loads it as is.
 				return a.done(newRecord().add("decrypted", dir).add("to", out))
 			case kindKeyring:
 				return usagef("decrypt: %s is a keyring; its keys are never written out (see 'cachecrypt keyring show')", src)
+			case kindNVMe:
+				return usagef("decrypt: %s is an NVMe page store, %s", src, nvmeNote)
 			}
 			return usagef("decrypt: %s is not an encrypted stream or AOF directory (see 'cachecrypt inspect')", src)
 		},

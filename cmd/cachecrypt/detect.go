@@ -22,6 +22,7 @@ const (
 	kindAOFPart     kind = "aof-part"     // one part of an encrypted AOF
 	kindAOFManifest kind = "aof-manifest" // the manifest of an encrypted AOF
 	kindAOFDir      kind = "aof-dir"      // an encrypted AOF directory
+	kindNVMe        kind = "nvme-pages"   // the Flash tier's ephemeral page store
 	kindPlainRDB    kind = "plain-rdb"    // an unencrypted Redis RDB
 	kindPlainAOFDir kind = "plain-aof-dir"
 	kindInstance    kind = "instance" // a cachecrypt instance directory
@@ -34,6 +35,7 @@ const (
 	magicStream      = "CCST"
 	magicAOFPart     = "CCAOF\r\n\x1a"
 	magicAOFManifest = "cachecrypt-aof-manifest 1"
+	magicNVMe        = "CCNVMEPG"
 	magicPlainRDB    = "REDIS"
 )
 
@@ -66,6 +68,8 @@ func detectBytes(b []byte) kind {
 		return kindAOFPart
 	case bytes.HasPrefix(b, []byte(magicAOFManifest)):
 		return kindAOFManifest
+	case bytes.HasPrefix(b, []byte(magicNVMe)):
+		return kindNVMe
 	case bytes.HasPrefix(b, []byte(magicPlainRDB)):
 		return kindPlainRDB
 	}
@@ -180,3 +184,32 @@ func manifestPartSummary(line string) string {
 	}
 	return strings.Join(out, " ")
 }
+
+// nvmeHeader is the header block of an NVMe page store (FORMAT.md, "Pages
+// (NVMe flash)"): magic, version, page size, page count, data offset.
+type nvmeHeader struct {
+	Version  uint16
+	PageSize uint32
+	Pages    uint64
+	Data     uint64
+}
+
+const nvmeHeaderSize = 32
+
+func parseNVMeHeader(b []byte) (nvmeHeader, error) {
+	if len(b) < nvmeHeaderSize {
+		return nvmeHeader{}, fmt.Errorf("NVMe page store header: %d bytes, less than %d: %w", len(b), nvmeHeaderSize, cachecrypt.ErrTruncated)
+	}
+	if string(b[:len(magicNVMe)]) != magicNVMe {
+		return nvmeHeader{}, fmt.Errorf("not an NVMe page store (bad magic): %w", cachecrypt.ErrFormat)
+	}
+	return nvmeHeader{
+		Version:  binary.BigEndian.Uint16(b[8:]),
+		PageSize: binary.BigEndian.Uint32(b[12:]),
+		Pages:    binary.BigEndian.Uint64(b[16:]),
+		Data:     binary.BigEndian.Uint64(b[24:]),
+	}, nil
+}
+
+// nvmeNote says why an NVMe page store cannot be decrypted or verified.
+const nvmeNote = "ephemeral: its key lived only in the memory of the process that opened the store and died with it; the Flash tier takes the MMK only, and there is nothing to decrypt or verify offline"

@@ -18,6 +18,7 @@ func FuzzInspectParsers(f *testing.F) {
 	f.Add([]byte("REDIS0011"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		detectBytes(b)
+		parseNVMeHeader(b)
 		if h, err := parseAOFPartHeader(b); err == nil {
 			if h.HeaderLen > len(b) || h.HeaderLen != aofFixedHeader+len(h.DiskID) {
 				t.Fatalf("header length %d for %d bytes, disk id %q", h.HeaderLen, len(b), h.DiskID)

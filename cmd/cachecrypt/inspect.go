@@ -80,6 +80,18 @@ func (a *app) inspect(path string) (*record, error) {
 		r.add("format_version", 1).add("disk_id", m.DiskID).add("generation", m.Generation).add("parts", m.Parts)
 		a.addKeyringKEK(r, path, m.DiskID)
 		return r, nil
+	case kindNVMe:
+		b, err := readHead(path, nvmeHeaderSize)
+		if err != nil {
+			return nil, err
+		}
+		h, err := parseNVMeHeader(b)
+		if err != nil {
+			return nil, fmt.Errorf("inspect %s: %w", path, err)
+		}
+		r.add("format_version", h.Version).add("page_size", h.PageSize).add("pages", h.Pages).
+			add("data_offset", h.Data).add("key", "ephemeral (MMK only)").add("note", nvmeNote)
+		return r, nil
 	case kindPlainRDB:
 		b, _ := readHead(path, 9)
 		r.add("encrypted", false).add("rdb_version", strings.TrimPrefix(string(b), "REDIS"))

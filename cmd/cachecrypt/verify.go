@@ -133,7 +133,7 @@ func (a *app) verifyPath(ctx context.Context, path string) ([]verifyResult, erro
 		return []verifyResult{a.verifyAOF(ctx, filepath.Dir(path))}, nil
 	case kindAOFDir:
 		return []verifyResult{a.verifyAOF(ctx, path)}, nil
-	case kindKeyring, kindStream, kindPlainRDB:
+	case kindKeyring, kindStream, kindPlainRDB, kindNVMe:
 		return []verifyResult{a.verifyFile(ctx, path, k)}, nil
 	}
 	st, err := os.Stat(path)
@@ -168,7 +168,7 @@ func (a *app) verifyPath(ctx context.Context, path string) ([]verifyResult, erro
 	}
 	for _, f := range files {
 		switch k, _ := detect(f); k {
-		case kindKeyring, kindStream:
+		case kindKeyring, kindStream, kindNVMe:
 			results = append(results, a.verifyFile(ctx, f, k))
 		}
 	}
@@ -215,6 +215,8 @@ func (a *app) verifyFile(ctx context.Context, path string, k kind) verifyResult 
 		r.Detail = fmt.Sprintf("plain RDB v%d, %d bytes, CRC-64 %016x", info.Version, info.Size, info.Checksum)
 	case kindStream:
 		return a.verifyStream(ctx, r)
+	case kindNVMe:
+		r.Detail = "not verified: " + nvmeNote
 	}
 	return r
 }
