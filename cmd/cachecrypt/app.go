@@ -63,7 +63,21 @@ records, unless --kek names one.
 
 	root.AddCommand(a.initCommand(), a.inspectCommand(), a.verifyCommand(), a.statusCommand(), a.keyringCommand())
 	a.addDataCommands(root)
+	for _, c := range allCommands(root) {
+		if c != root && c.Long != "" {
+			c.Long += "\n\n" + exitCodesHelp
+		}
+	}
 	return root
+}
+
+// allCommands returns c and every command below it.
+func allCommands(c *cobra.Command) []*cobra.Command {
+	out := []*cobra.Command{c}
+	for _, sub := range c.Commands() {
+		out = append(out, allCommands(sub)...)
+	}
+	return out
 }
 
 // args wraps a cobra positional-argument check so that its failure is a

@@ -375,6 +375,7 @@ func (a *app) rewrapInstance(ctx context.Context, dir, to string) (*record, erro
 		}
 	}
 	r.add("disks", disks)
+	r.add("note", "data files were not re-encrypted; run 'cachecrypt keyring rotate "+dir+"' if a copy of the old keyring must not open data written from now on")
 	return r, nil
 }
 

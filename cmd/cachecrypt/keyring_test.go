@@ -20,6 +20,9 @@ func TestHelpAndUsage(t *testing.T) {
 		}
 		out := ok(t, nil, append(c, "--help")...)
 		require.Contains(t, out, "Usage:", c)
+		if c[0] != "aof" || len(c) > 1 {
+			require.Contains(t, out, "Exit codes:", c)
+		}
 	}
 	r := fails(t, exitUsage, nil, "inspect")
 	require.Contains(t, r.stderr, "accepts 1 arg")

@@ -45,8 +45,8 @@ func (a *app) verifyCommand() *cobra.Command {
 every segment of an encrypted stream (RDB snapshot, staging or temp file),
 every frame of an encrypted AOF directory (with its manifest), and the MAC of
 each keyring (which needs its KEK). A directory is searched recursively;
-an instance directory's disks are all verified. Plain RDB files are checked
-for their CRC-64 trailer.
+an instance directory's disks are all verified. A plain RDB file given by
+name is checked for its CRC-64 trailer.
 
 Each damaged item is reported with the file and where the damage is: the
 segment number and byte offset of a stream, the part and offset of an AOF.
