@@ -7,6 +7,7 @@ import (
 
 func (a *app) initCommand() *cobra.Command {
 	var cmk string
+	var prereq prereqFlags
 	c := &cobra.Command{
 		Use:   "init DIR",
 		Short: "Create an instance directory's keyrings, as a cache does on first start",
@@ -30,7 +31,11 @@ provisioning, restores and tests. An existing instance is left as it is.`,
 				if err != nil {
 					return err
 				}
-				cfg.Encryption = cachecrypt.CustomerManaged(k)
+				check, err := a.prereqCheck(prereq, k)
+				if err != nil {
+					return err
+				}
+				cfg.Encryption = cachecrypt.Encryption{CMK: k, Check: check}
 			}
 			inst, err := cachecrypt.Open(ctx, dir, cfg)
 			if err != nil {
@@ -47,5 +52,6 @@ provisioning, restores and tests. An existing instance is left as it is.`,
 		},
 	}
 	c.Flags().StringVar(&cmk, "cmk", "", "customer-managed KEK URI to wrap the keyrings with (default: the platform key)")
+	prereq.add(c)
 	return c
 }

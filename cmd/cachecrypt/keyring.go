@@ -201,6 +201,7 @@ for any file that needs a version the keyring no longer holds.`,
 
 func (a *app) keyringRewrapCommand() *cobra.Command {
 	var to string
+	var prereq prereqFlags
 	c := &cobra.Command{
 		Use:   "rewrap --to KEK DIR|KEYRING...",
 		Short: "Switch keyrings to another KEK online (MMK <-> CMK, CMK <-> CMK)",
@@ -240,9 +241,9 @@ for new data.
 				var r *record
 				switch k {
 				case kindInstance:
-					r, err = a.rewrapInstance(c.Context(), p, to)
+					r, err = a.rewrapInstance(c.Context(), p, to, prereq)
 				case kindKeyring:
-					r, err = a.rewrapFile(c.Context(), p, to)
+					r, err = a.rewrapFile(c.Context(), p, to, prereq)
 				default:
 					err = usagef("%s is neither an instance directory nor a keyring file", p)
 				}
@@ -257,6 +258,7 @@ for new data.
 		},
 	}
 	c.Flags().StringVar(&to, "to", "", "the KEK to switch to: a KEK URI, or mmk for an instance's own platform key")
+	prereq.add(c)
 	return c
 }
 
@@ -294,7 +296,7 @@ func roundTrip(ctx context.Context, k kek.KEK) error {
 	return nil
 }
 
-func (a *app) rewrapFile(ctx context.Context, path, to string) (*record, error) {
+func (a *app) rewrapFile(ctx context.Context, path, to string, prereq prereqFlags) (*record, error) {
 	platform := filepath.Join(filepath.Dir(filepath.Dir(path)), "platform", "mmk.key")
 	if _, err := os.Stat(platform); err != nil {
 		platform = ""
@@ -303,7 +305,11 @@ func (a *app) rewrapFile(ctx context.Context, path, to string) (*record, error) 
 	if err != nil {
 		return nil, err
 	}
-	if err := roundTrip(ctx, target); err != nil {
+	check, err := a.prereqCheck(prereq, target)
+	if err != nil {
+		return nil, err
+	}
+	if err := check(ctx); err != nil {
 		return nil, fmt.Errorf("rewrap %s: %w", path, err)
 	}
 	kr, err := a.openKeyringFile(ctx, path)
@@ -319,7 +325,7 @@ func (a *app) rewrapFile(ctx context.Context, path, to string) (*record, error) 
 		add("dek_active", kr.Active()), nil
 }
 
-func (a *app) rewrapInstance(ctx context.Context, dir, to string) (*record, error) {
+func (a *app) rewrapInstance(ctx context.Context, dir, to string, prereq prereqFlags) (*record, error) {
 	_, infos, err := instanceStatus(dir)
 	if err != nil {
 		return nil, err
@@ -354,7 +360,11 @@ func (a *app) rewrapInstance(ctx context.Context, dir, to string) (*record, erro
 		if err != nil {
 			return nil, err
 		}
-		next = cachecrypt.Encryption{CMK: target, Check: func(ctx context.Context) error { return roundTrip(ctx, target) }}
+		check, err := a.prereqCheck(prereq, target)
+		if err != nil {
+			return nil, err
+		}
+		next = cachecrypt.Encryption{CMK: target, Check: check}
 	}
 	inst, err := cachecrypt.Open(ctx, dir, cfg)
 	if err != nil {

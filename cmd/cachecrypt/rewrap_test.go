@@ -5,61 +5,16 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
-	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 	"github.com/cachecrypt/cachecrypt/internal/testenv"
 	"github.com/cachecrypt/cachecrypt/kek/pkcs11"
 	"github.com/cachecrypt/cachecrypt/vault/vaulttest"
 	"github.com/stretchr/testify/require"
 )
-
-// vaultEnv is a Key Vault emulator with one RSA key, and the environment
-// under which the binary reaches it through a user-assigned managed
-// identity (the emulator's token endpoint) and the emulator's CA.
-type vaultEnv struct {
-	srv      *vaulttest.Server
-	admin    *azkeys.Client
-	keyURL   string // https://contoso.vault.azure.net/keys/cmk
-	clientID string
-	env      []string
-}
-
-func newVaultEnv(t *testing.T) *vaultEnv {
-	t.Helper()
-	srv := vaulttest.NewServer(t)
-	srv.Grant("admin", vaulttest.AllPermissions...)
-	srv.Grant("cache-identity", vaulttest.CryptoServiceEncryptionUser...)
-	var b [6]byte
-	rand.Read(b[:])
-	v := &vaultEnv{srv: srv, clientID: "7c0ffee0-1234-4abc-8def-" + hex.EncodeToString(b[:])}
-	srv.AddManagedIdentity("cache-identity", v.clientID, "")
-	var err error
-	v.admin, err = azkeys.NewClient(srv.VaultURL("contoso"), srv.Credential("admin"), srv.ClientOptions())
-	require.NoError(t, err)
-	_, err = v.admin.CreateKey(context.Background(), "cmk", azkeys.CreateKeyParameters{Kty: to.Ptr(azkeys.KeyTypeRSA)}, nil)
-	require.NoError(t, err)
-	v.keyURL = srv.VaultURL("contoso") + "/keys/cmk"
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	require.NoError(t, srv.WriteCACert(ca))
-	endpoint, header := srv.IdentityEndpoint()
-	v.env = []string{envVaultCA + "=" + ca, envVaultDial + "=" + srv.Addr(),
-		"IDENTITY_ENDPOINT=" + endpoint, "IDENTITY_HEADER=" + header, envClientID + "=" + v.clientID}
-	return v
-}
-
-func (v *vaultEnv) setEnabled(t *testing.T, enabled bool) {
-	t.Helper()
-	_, err := v.admin.UpdateKey(context.Background(), "cmk", "", azkeys.UpdateKeyParameters{
-		KeyAttributes: &azkeys.KeyAttributes{Enabled: to.Ptr(enabled)}}, nil)
-	require.NoError(t, err)
-}
 
 // An instance directory moves MMK -> Key Vault CMK -> PKCS#11 CMK -> MMK
 // from the command line; status follows each step without any KEK, and a
