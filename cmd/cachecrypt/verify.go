@@ -18,6 +18,7 @@ import (
 	"github.com/cachecrypt/cachecrypt"
 	"github.com/cachecrypt/cachecrypt/aof"
 	"github.com/cachecrypt/cachecrypt/dek"
+	"github.com/cachecrypt/cachecrypt/internal/atomicfile"
 	"github.com/cachecrypt/cachecrypt/internal/stream"
 	"github.com/cachecrypt/cachecrypt/rdb"
 	"github.com/spf13/cobra"
@@ -167,6 +168,11 @@ func (a *app) verifyPath(ctx context.Context, path string) ([]verifyResult, erro
 		return nil, fmt.Errorf("verify: %w", err)
 	}
 	for _, f := range files {
+		if atomicfile.IsTemp(filepath.Base(f)) {
+			results = append(results, verifyResult{File: f, Kind: "temporary", OK: true,
+				Detail: "not verified: a file being written (or left by a crash, removed at the next open)"})
+			continue
+		}
 		switch k, _ := detect(f); k {
 		case kindKeyring, kindStream, kindNVMe:
 			results = append(results, a.verifyFile(ctx, f, k))
