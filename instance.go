@@ -14,6 +14,7 @@ import (
 
 	"github.com/cachecrypt/cachecrypt/dek"
 	"github.com/cachecrypt/cachecrypt/kek"
+	"github.com/cachecrypt/cachecrypt/nvme"
 )
 
 // Disk names, also the names of their directories under the instance's.
@@ -41,7 +42,8 @@ type Instance struct {
 
 	mu           sync.RWMutex
 	kek          kek.KEK // the KEK of the persistent disks now
-	disks        []*disk // persistence and OS disks, in that order
+	disks        []*disk     // persistence and OS disks, in that order
+	flash        *nvme.Store // Flash tier only
 	lastCheck    time.Time
 	failingSince time.Time
 	failedClosed error // non-nil while the instance has failed closed
@@ -85,6 +87,12 @@ func Open(ctx context.Context, dir string, cfg Config) (*Instance, error) {
 		}
 		i.disks = append(i.disks, d)
 	}
+	if cfg.Tier == FlashOptimized {
+		if i.flash, err = i.openFlash(); err != nil {
+			i.closeDisks()
+			return nil, fmt.Errorf("cachecrypt.Open: %w", err)
+		}
+	}
 	i.lastCheck = cfg.now()
 	if cfg.ProbeInterval > 0 {
 		i.done.Add(1)
@@ -92,6 +100,21 @@ func Open(ctx context.Context, dir string, cfg Config) (*Instance, error) {
 	}
 	return i, nil
 }
+
+// openFlash opens the NVMe page store. Its key is drawn afresh: pages of
+// an earlier process read as nvme.ErrNotWritten.
+func (i *Instance) openFlash() (*nvme.Store, error) {
+	dir := filepath.Join(i.dir, DiskNVMe)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	opts := i.cfg.Flash
+	return nvme.Open(filepath.Join(dir, "pages"), &opts)
+}
+
+// Flash returns the NVMe page store of a Flash Optimized instance, or nil
+// on other tiers. Wrap it in nvme.NewSpill to keep cold values there.
+func (i *Instance) Flash() *nvme.Store { return i.flash }
 
 // resolve returns the KEK of an encryption setting.
 func (i *Instance) resolve(e Encryption) kek.KEK {
@@ -204,5 +227,8 @@ func (i *Instance) Close() error {
 func (i *Instance) closeDisks() {
 	for _, d := range i.disks {
 		d.keyring.Close()
+	}
+	if i.flash != nil {
+		i.flash.Close()
 	}
 }
