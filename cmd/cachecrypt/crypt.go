@@ -1,5 +1,3 @@
-//go:build cachecrypt_next
-
 package main
 
 import (
@@ -18,7 +16,8 @@ import (
 )
 
 func (a *app) addDataCommands(root *cobra.Command) {
-	root.AddCommand(a.decryptCommand(), a.encryptCommand(), a.aofCommand(), a.exportCommand(), a.importCommand())
+	root.AddCommand(a.decryptCommand(), a.encryptCommand(), a.aofCommand())
+	a.addTransferCommands(root)
 }
 
 func (a *app) decryptCommand() *cobra.Command {

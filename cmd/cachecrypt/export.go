@@ -38,6 +38,10 @@ authenticates with the storage account key in $` + envStorageKey + `, or else wi
 the user-assigned managed identity of --client-id. A SAS token is refused on
 the command line, where it would leak into shell history and process lists.`
 
+func (a *app) addTransferCommands(root *cobra.Command) {
+	root.AddCommand(a.exportCommand(), a.importCommand())
+}
+
 func (a *app) exportCommand() *cobra.Command {
 	var to string
 	c := &cobra.Command{

@@ -15,7 +15,7 @@ func TestHelpAndUsage(t *testing.T) {
 	require.Contains(t, out, "mmk:PATH")
 	for _, c := range [][]string{{"init"}, {"inspect"}, {"verify"}, {"decrypt"}, {"encrypt"}, {"aof"}, {"aof", "check"}, {"aof", "fix"}, {"export"}, {"import"}, {"status"}, {"keyring"}, {"keyring", "show"},
 		{"keyring", "rotate"}, {"keyring", "rewrap"}, {"keyring", "retire"}} {
-		if buildTags == "" && strings.Contains("verify decrypt encrypt aof export import", c[0]) {
+		if buildTags == "" && strings.Contains("export import", c[0]) {
 			continue // until the data packages land on main
 		}
 		out := ok(t, nil, append(c, "--help")...)
