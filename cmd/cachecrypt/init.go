@@ -6,7 +6,8 @@ import (
 )
 
 func (a *app) initCommand() *cobra.Command {
-	var cmk string
+	var cmk, tier string
+	var flashPages int64
 	var prereq prereqFlags
 	c := &cobra.Command{
 		Use:   "init DIR",
@@ -14,7 +15,8 @@ func (a *app) initCommand() *cobra.Command {
 		Long: `init creates (or opens) the instance directory DIR: the platform key
 DIR/platform/mmk.key and one keyring per persistent disk (DIR/persistence,
 DIR/os), wrapped by the platform key, or by the customer-managed key given
-with --cmk. A cache does this itself on first start; init is for
+with --cmk; on the flash tier also the NVMe page store DIR/nvme/pages, whose
+key is ephemeral (MMK only). A cache does this itself on first start; init is for
 provisioning, restores and tests. An existing instance is left as it is.`,
 		Example: `  cachecrypt init /var/lib/cache
   cachecrypt init --cmk https://contoso.vault.azure.net/keys/cache-cmk --client-id $ID /var/lib/cache`,
@@ -26,6 +28,14 @@ provisioning, restores and tests. An existing instance is left as it is.`,
 				return usagef("init: %s is already an instance directory (see 'cachecrypt status %s')", dir, dir)
 			}
 			cfg := cachecrypt.Config{ProbeInterval: -1, Logger: discardLogger()}
+			tiers := map[string]cachecrypt.Tier{"memory": cachecrypt.MemoryOptimized, "balanced": cachecrypt.Balanced,
+				"compute": cachecrypt.ComputeOptimized, "flash": cachecrypt.FlashOptimized}
+			t, ok := tiers[tier]
+			if !ok {
+				return usagef("init: --tier %q: use memory, balanced, compute or flash", tier)
+			}
+			cfg.Tier = t
+			cfg.Flash.Pages = flashPages
 			if cmk != "" {
 				k, err := a.keks.open(ctx, cmk, false)
 				if err != nil {
@@ -52,6 +62,8 @@ provisioning, restores and tests. An existing instance is left as it is.`,
 		},
 	}
 	c.Flags().StringVar(&cmk, "cmk", "", "customer-managed KEK URI to wrap the keyrings with (default: the platform key)")
+	c.Flags().StringVar(&tier, "tier", "balanced", "service tier: memory, balanced, compute or flash (flash adds the ephemeral NVMe page store DIR/nvme/pages)")
+	c.Flags().Int64Var(&flashPages, "flash-pages", 0, "flash tier: pages of 4 KiB in the NVMe page store (default 65536, a sparse 256 MiB file)")
 	prereq.add(c)
 	return c
 }

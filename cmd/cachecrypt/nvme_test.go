@@ -32,4 +32,16 @@ func TestNVMePageStore(t *testing.T) {
 	require.Contains(t, r.stderr, "ephemeral")
 	out = ok(t, nil, "status", dir)
 	require.Contains(t, out, "ephemeral (MMK only)", "the Flash tier's row appears with an nvme disk")
+
+	// init --tier flash creates the page store; status lists four rows.
+	flash := t.TempDir()
+	out = ok(t, nil, "init", "--tier", "flash", "--flash-pages", "64", flash)
+	require.Contains(t, out, "transient NVMe flash")
+	var st statusJSONOut
+	jsonOut(t, nil, &st, "status", flash)
+	require.Len(t, st.Rows, 4)
+	require.Equal(t, "ephemeral (MMK only)", st.Rows[3].Key)
+	jsonOut(t, nil, &insp, "inspect", filepath.Join(flash, "nvme", "pages"))
+	require.EqualValues(t, 64, insp["pages"])
+	fails(t, exitUsage, nil, "init", "--tier", "gold", t.TempDir())
 }
