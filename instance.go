@@ -41,7 +41,7 @@ type Instance struct {
 	admin sync.Mutex // serializes SetEncryption, RotateDEK, Probe, Close
 
 	mu           sync.RWMutex
-	kek          kek.KEK // the KEK of the persistent disks now
+	kek          kek.KEK     // the KEK of the persistent disks now
 	disks        []*disk     // persistence and OS disks, in that order
 	flash        *nvme.Store // Flash tier only
 	lastCheck    time.Time
