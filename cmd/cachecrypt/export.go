@@ -1,5 +1,3 @@
-//go:build cachecrypt_next
-
 package main
 
 import (

@@ -1,5 +1,0 @@
-//go:build cachecrypt_next
-
-package main
-
-func init() { buildTags = "cachecrypt_next" }
