@@ -24,7 +24,21 @@ type app struct {
 	quiet    bool   // --quiet: no progress bars
 
 	keks kekOpener
+	// failed keeps the keyrings that did not open, so that a command
+	// touching many files reports the cause once.
+	failed map[string]error
 }
+
+// seenError is a keyring failure already reported in full.
+type seenError struct {
+	path string
+	err  error
+}
+
+func (e *seenError) Error() string {
+	return fmt.Sprintf("keyring %s did not open (see the first failure)", e.path)
+}
+func (e *seenError) Unwrap() error { return e.err }
 
 func (a *app) rootCommand() *cobra.Command {
 	root := &cobra.Command{
@@ -142,6 +156,20 @@ func (a *app) openKeyring(ctx context.Context, path, diskID string) (*dek.Keyrin
 // openKeyringFile unwraps the keyring file at kp with --kek or the KEK it
 // records.
 func (a *app) openKeyringFile(ctx context.Context, kp string) (*dek.Keyring, error) {
+	if err, ok := a.failed[kp]; ok {
+		return nil, &seenError{kp, err}
+	}
+	kr, err := a.unwrapKeyring(ctx, kp)
+	if err != nil {
+		if a.failed == nil {
+			a.failed = map[string]error{}
+		}
+		a.failed[kp] = err
+	}
+	return kr, err
+}
+
+func (a *app) unwrapKeyring(ctx context.Context, kp string) (*dek.Keyring, error) {
 	u, err := a.keks.unwrapperFor(ctx, a.kekURI, kp)
 	if err != nil {
 		return nil, err

@@ -170,7 +170,7 @@ metadata announce (as written by export).
 // the snapshot and the instance directory (the parent of its disk).
 func snapshotAndInstance(p string) (snap, inst string, err error) {
 	if detectDir(p) == kindInstance {
-		return filepath.Join(p, cachecrypt.DiskPersistence, "dump.rdb"), p, nil
+		return filepath.Join(p, cachecrypt.DiskPersistence, cachecrypt.SnapshotFile), p, nil
 	}
 	inst = filepath.Dir(filepath.Dir(p))
 	if detectDir(inst) != kindInstance {

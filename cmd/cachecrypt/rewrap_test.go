@@ -95,6 +95,9 @@ func TestRewrapMMKVaultSoftHSM(t *testing.T) {
 	// A PKCS#11 keyring needs --kek: exit 3 with the fix.
 	r = fails(t, exitKey, nil, "keyring", "show", "--open", dir)
 	require.Contains(t, r.stdout, "--kek")
+	r = fails(t, exitKey, nil, "verify", dir)
+	require.Contains(t, r.stdout, "see the first failure", "one full report per keyring")
+	require.Equal(t, 1, strings.Count(r.stdout, "what to do:"))
 	ok(t, nil, "keyring", "show", "--open", "--kek", uri, dir)
 	ok(t, []string{envKEK + "=" + uri}, "keyring", "show", "--open", dir)
 
