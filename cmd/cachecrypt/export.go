@@ -84,6 +84,9 @@ with sha256 and crc64 metadata). No plaintext touches the OS disk.
 			var dst export.Destination
 			switch {
 			case to == "-":
+				if a.json {
+					return usagef("export: --json needs --to FILE or a blob URL: stdout carries the RDB")
+				}
 				if isTerminal(a.stdout) {
 					return usagef("export: refusing to write binary data to a terminal")
 				}

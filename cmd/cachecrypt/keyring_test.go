@@ -104,6 +104,15 @@ func TestKeyringDamagedAndMissing(t *testing.T) {
 	missing := filepath.Join(dir, "no-such-file")
 	r = fails(t, exitOther, nil, "inspect", missing)
 	require.Contains(t, r.stderr, missing)
+	r = fails(t, exitOther, nil, "--json", "inspect", missing)
+	var failure struct {
+		OK       bool   `json:"ok"`
+		ExitCode int    `json:"exit_code"`
+		Error    string `json:"error"`
+	}
+	require.NoError(t, jsonUnmarshal(r.stdout, &failure), r.stdout)
+	require.Equal(t, exitOther, failure.ExitCode)
+	require.Contains(t, failure.Error, missing)
 	r = fails(t, exitUsage, nil, "status", t.TempDir())
 	require.Contains(t, r.stderr, "not a cachecrypt instance directory")
 }

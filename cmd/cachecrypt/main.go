@@ -43,12 +43,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
+	code := exitCode(err)
 	var silent *silentError
-	if !errors.As(err, &silent) {
-		fmt.Fprintf(stderr, "cachecrypt: %v\n", err)
-		if h := hint(err); h != "" {
-			fmt.Fprintf(stderr, "  what to do: %s\n", h)
-		}
+	if errors.As(err, &silent) {
+		return code
 	}
-	return exitCode(err)
+	fmt.Fprintf(stderr, "cachecrypt: %v\n", err)
+	h := hint(err)
+	if h != "" {
+		fmt.Fprintf(stderr, "  what to do: %s\n", h)
+	}
+	if app.json {
+		// Scripts get the failure on stdout too, as JSON.
+		app.printJSON(map[string]any{"ok": false, "exit_code": code, "error": err.Error(), "what_to_do": h})
+	}
+	return code
 }
