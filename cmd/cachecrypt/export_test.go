@@ -30,6 +30,8 @@ func TestExportImport(t *testing.T) {
 	got, err := os.ReadFile(file)
 	require.NoError(t, err)
 	require.True(t, bytes.Equal(want, got), "exported RDB differs from redis-server's")
+	stdout := ok(t, nil, "export", src, "--to", "-")
+	require.True(t, bytes.Equal(want, []byte(stdout)), "export to stdout")
 	dst := newInstance(t)
 	ok(t, nil, "import", file, "--to", dst)
 	ok(t, nil, "verify", dst)
