@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -215,4 +216,21 @@ func TestRDBTamper(t *testing.T) {
 	require.Contains(t, r.stdout, "--keyring")
 	r = fails(t, exitDamaged, nil, "verify", "--keyring", filepath.Join(other, "persistence", "keyring"), moved)
 	require.Contains(t, r.stdout, "another disk")
+}
+
+// On a terminal (a pty from script(1)), decrypt refuses to print binary
+// plaintext; on a pipe it writes it.
+func TestTerminalRefusal(t *testing.T) {
+	script, err := exec.LookPath("script")
+	if err != nil {
+		t.Skip("script(1) from util-linux is not installed")
+	}
+	plain, _ := redisRDB(t)
+	dir := newInstance(t)
+	enc := filepath.Join(dir, "persistence", "dump.rdb")
+	ok(t, nil, "encrypt", plain, "-o", enc)
+	out, err := exec.Command(script, "-qec", bin+" decrypt "+enc, "/dev/null").CombinedOutput()
+	require.Error(t, err)
+	require.Contains(t, string(out), "refusing to write binary plaintext to a terminal")
+	require.NotContains(t, string(out), "REDIS")
 }
