@@ -15,6 +15,7 @@ import (
 	"github.com/cachecrypt/cachecrypt/dek"
 	"github.com/cachecrypt/cachecrypt/kek"
 	"github.com/cachecrypt/cachecrypt/nvme"
+	"github.com/cachecrypt/cachecrypt/osdisk"
 )
 
 // Disk names, also the names of their directories under the instance's.
@@ -44,6 +45,7 @@ type Instance struct {
 	kek          kek.KEK     // the KEK of the persistent disks now
 	disks        []*disk     // persistence and OS disks, in that order
 	flash        *nvme.Store // Flash tier only
+	scratch      *osdisk.Disk
 	lastCheck    time.Time
 	failingSince time.Time
 	failedClosed error // non-nil while the instance has failed closed
@@ -87,6 +89,10 @@ func Open(ctx context.Context, dir string, cfg Config) (*Instance, error) {
 		}
 		i.disks = append(i.disks, d)
 	}
+	if i.scratch, err = osdisk.New(i.DiskDir(DiskOS), i.disks[1].keyring); err != nil {
+		i.closeDisks()
+		return nil, fmt.Errorf("cachecrypt.Open: %w", err)
+	}
 	if cfg.Tier == FlashOptimized {
 		if i.flash, err = i.openFlash(); err != nil {
 			i.closeDisks()
@@ -111,6 +117,11 @@ func (i *Instance) openFlash() (*nvme.Store, error) {
 	opts := i.cfg.Flash
 	return nvme.Open(filepath.Join(dir, "pages"), &opts)
 }
+
+// Scratch returns the encrypted scratch area of the OS disk: export
+// staging and temporary files (osdisk.Disk.CreateTemp). The instance owns
+// it: do not Close it.
+func (i *Instance) Scratch() *osdisk.Disk { return i.scratch }
 
 // Flash returns the NVMe page store of a Flash Optimized instance, or nil
 // on other tiers. Wrap it in nvme.NewSpill to keep cold values there.

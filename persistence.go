@@ -1,14 +1,17 @@
 package cachecrypt
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/cachecrypt/cachecrypt/aof"
+	"github.com/cachecrypt/cachecrypt/export"
 	"github.com/cachecrypt/cachecrypt/rdb"
 )
 
@@ -24,6 +27,7 @@ const (
 type AOF struct {
 	*aof.Log
 	inst *Instance
+	gate sync.RWMutex // Append holds it shared; Reencrypt exclusively, briefly
 }
 
 // OpenAOF opens (creating on first use) the encrypted AOF of the
@@ -45,6 +49,8 @@ func (a *AOF) Append(p []byte) error {
 	if err := a.inst.usable(); err != nil {
 		return fmt.Errorf("cachecrypt.AOF.Append: %w", err)
 	}
+	a.gate.RLock()
+	defer a.gate.RUnlock()
 	return a.Log.Append(p)
 }
 
@@ -108,4 +114,42 @@ func (i *Instance) OpenSnapshot() (*rdb.Reader, error) {
 		return nil, fmt.Errorf("cachecrypt.OpenSnapshot: %w", err)
 	}
 	return r, nil
+}
+
+// Export streams the encrypted snapshot to dst as a plain RDB, whose own
+// encryption then governs the copy (a storage account's, say). It stages
+// through the OS disk's encrypted scratch area, never in plaintext, checks
+// the RDB's CRC-64, computes its SHA-256, and removes the staging on
+// success, failure or cancellation.
+func (i *Instance) Export(ctx context.Context, dst export.Destination, opts *export.Options) (export.Info, error) {
+	if err := i.usable(); err != nil {
+		return export.Info{}, fmt.Errorf("cachecrypt.Export: %w", err)
+	}
+	keys, err := i.Keyring(DiskPersistence)
+	if err != nil {
+		return export.Info{}, fmt.Errorf("cachecrypt.Export: %w", err)
+	}
+	info, err := export.Export(ctx, i.scratch, export.FromRDB(i.SnapshotPath(), keys), dst, opts)
+	if err != nil {
+		return info, fmt.Errorf("cachecrypt.Export: %w", err)
+	}
+	return info, nil
+}
+
+// Import reads a plain RDB from src, stages it encrypted on the OS disk,
+// checks it is an RDB (magic, version, CRC-64), and makes it the instance's
+// encrypted snapshot, replacing the old one atomically.
+func (i *Instance) Import(ctx context.Context, src export.Source, opts *export.Options) (export.Info, error) {
+	if err := i.usable(); err != nil {
+		return export.Info{}, fmt.Errorf("cachecrypt.Import: %w", err)
+	}
+	keys, err := i.Keyring(DiskPersistence)
+	if err != nil {
+		return export.Info{}, fmt.Errorf("cachecrypt.Import: %w", err)
+	}
+	info, err := export.Import(ctx, i.scratch, src, export.ToRDB(i.SnapshotPath(), keys, rdb.Options{}), opts)
+	if err != nil {
+		return info, fmt.Errorf("cachecrypt.Import: %w", err)
+	}
+	return info, nil
 }
