@@ -185,15 +185,13 @@ func snapshotAndInstance(p string) (snap, inst string, err error) {
 // openScratch opens the instance's OS disk, where transfers are staged.
 func (a *app) openScratch(ctx context.Context, inst string) (*osdisk.Disk, error) {
 	dir := filepath.Join(inst, cachecrypt.DiskOS)
-	u, err := a.keks.unwrapperFor(ctx, "", filepath.Join(dir, osdisk.KeyringName))
-	if a.kekURI != "" {
-		u, err = a.keks.unwrapperFor(ctx, a.kekURI, filepath.Join(dir, osdisk.KeyringName))
-	}
+	kr, err := a.openKeyringFile(ctx, filepath.Join(dir, osdisk.KeyringName))
 	if err != nil {
 		return nil, err
 	}
-	d, err := osdisk.Open(ctx, dir, u)
+	d, err := osdisk.New(dir, kr)
 	if err != nil {
+		kr.Close()
 		return nil, fmt.Errorf("open the OS disk %s: %w", dir, err)
 	}
 	return d, nil
