@@ -221,10 +221,7 @@ func TestRDBTamper(t *testing.T) {
 // On a terminal (a pty from script(1)), decrypt refuses to print binary
 // plaintext; on a pipe it writes it.
 func TestTerminalRefusal(t *testing.T) {
-	script, err := exec.LookPath("script")
-	if err != nil {
-		t.Skip("script(1) from util-linux is not installed")
-	}
+	script := testenv.LookPath(t, "script", "install it with: apt-get install -y util-linux")
 	plain, _ := redisRDB(t)
 	dir := newInstance(t)
 	enc := filepath.Join(dir, "persistence", "dump.rdb")
