@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/cachecrypt/cachecrypt"
 	"github.com/cachecrypt/cachecrypt/dek"
@@ -331,40 +332,13 @@ func (a *app) rewrapInstance(ctx context.Context, dir, to string, prereq prereqF
 		return nil, err
 	}
 	platform, _ := filepath.Abs(filepath.Join(dir, "platform", "mmk.key"))
-	cfg := cachecrypt.Config{ProbeInterval: -1, PlatformKeyFile: platform, Logger: discardLogger()}
-	pers := infos[cachecrypt.DiskPersistence]
-	if a.kekURI != "" || pers.KEK.Kind != kek.KindMMK {
-		cur, err := a.keks.unwrapperFor(ctx, a.kekURI, pers.Path)
-		if err != nil {
-			return nil, err
-		}
-		if _, ok := cur.(*kek.MMK); ok { // the platform key, or another one: --kek mmk:PATH
-			cfg.PlatformKeyFile = mmkPath(a.kekURI, platform)
-		} else {
-			cfg.Encryption = cachecrypt.CustomerManaged(cur)
-		}
+	cfg, err := a.currentConfig(ctx, infos, platform)
+	if err != nil {
+		return nil, err
 	}
-	if osd := infos[cachecrypt.DiskOS]; osd.KEK.Kind.CustomerManaged() && osd.KEK.KeyID != pers.KEK.KeyID {
-		// A switch interrupted by a crash left the OS disk under another CMK.
-		if prev, err := a.keks.unwrapperFor(ctx, "", osd.Path); err == nil {
-			cfg.Previous = append(cfg.Previous, prev)
-		}
-	}
-	var next cachecrypt.Encryption
-	if to == "mmk" || (len(to) > 4 && to[:4] == "mmk:") {
-		if p := mmkPath(to, platform); !samePath(p, platform) {
-			return nil, usagef("an instance's MMK is its platform key %s; use --to mmk (a lone keyring file may move to another mmk:PATH)", platform)
-		}
-	} else {
-		target, err := a.targetKEK(ctx, to, platform)
-		if err != nil {
-			return nil, err
-		}
-		check, err := a.prereqCheck(prereq, target)
-		if err != nil {
-			return nil, err
-		}
-		next = cachecrypt.Encryption{CMK: target, Check: check}
+	next, err := a.nextEncryption(ctx, to, platform, prereq)
+	if err != nil {
+		return nil, err
 	}
 	inst, err := cachecrypt.Open(ctx, dir, cfg)
 	if err != nil {
@@ -379,8 +353,7 @@ func (a *app) rewrapInstance(ctx context.Context, dir, to string, prereq prereqF
 	r := newRecord().add("instance", dir).add("from", descString(before[0].KEK)).add("to", descString(after[0].KEK))
 	var disks []string
 	for _, d := range []string{cachecrypt.DiskPersistence, cachecrypt.DiskOS} {
-		kr, err := inst.Keyring(d)
-		if err == nil {
+		if kr, err := inst.Keyring(d); err == nil {
 			disks = append(disks, fmt.Sprintf("%s: %s (DEK v%d)", d, descString(kr.Descriptor()), kr.Active()))
 		}
 	}
@@ -389,10 +362,56 @@ func (a *app) rewrapInstance(ctx context.Context, dir, to string, prereq prereqF
 	return r, nil
 }
 
+// currentConfig is the configuration that opens the instance under the KEK
+// its keyrings are wrapped by now: --kek, or the one the persistence
+// keyring records. An OS disk left under another CMK by an interrupted
+// switch gets its KEK as a Previous one.
+func (a *app) currentConfig(ctx context.Context, infos map[string]dek.Info, platform string) (cachecrypt.Config, error) {
+	cfg := cachecrypt.Config{ProbeInterval: -1, PlatformKeyFile: platform, Logger: discardLogger()}
+	pers := infos[cachecrypt.DiskPersistence]
+	if a.kekURI != "" || pers.KEK.Kind != kek.KindMMK {
+		cur, err := a.keks.unwrapperFor(ctx, a.kekURI, pers.Path)
+		if err != nil {
+			return cfg, err
+		}
+		if _, ok := cur.(*kek.MMK); ok { // the platform key, or another one: --kek mmk:PATH
+			cfg.PlatformKeyFile = mmkPath(a.kekURI, platform)
+		} else {
+			cfg.Encryption = cachecrypt.CustomerManaged(cur)
+		}
+	}
+	if osd := infos[cachecrypt.DiskOS]; osd.KEK.Kind.CustomerManaged() && osd.KEK.KeyID != pers.KEK.KeyID {
+		if prev, err := a.keks.unwrapperFor(ctx, "", osd.Path); err == nil {
+			cfg.Previous = append(cfg.Previous, prev)
+		}
+	}
+	return cfg, nil
+}
+
+// nextEncryption is the setting an instance switches to: its own platform
+// key for "mmk", else the CMK named by to, checked by prereq.
+func (a *app) nextEncryption(ctx context.Context, to, platform string, prereq prereqFlags) (cachecrypt.Encryption, error) {
+	if to == "mmk" || strings.HasPrefix(to, "mmk:") {
+		if !samePath(mmkPath(to, platform), platform) {
+			return cachecrypt.MMK, usagef("an instance's MMK is its platform key %s; use --to mmk (a lone keyring file may move to another mmk:PATH)", platform)
+		}
+		return cachecrypt.MMK, nil
+	}
+	target, err := a.targetKEK(ctx, to, platform)
+	if err != nil {
+		return cachecrypt.MMK, err
+	}
+	check, err := a.prereqCheck(prereq, target)
+	if err != nil {
+		return cachecrypt.MMK, err
+	}
+	return cachecrypt.Encryption{CMK: target, Check: check}, nil
+}
+
 // mmkPath returns the file of an mmk: URI, or def for "mmk" or "".
 func mmkPath(uri, def string) string {
-	if len(uri) > 4 && uri[:4] == "mmk:" {
-		p, _ := filepath.Abs(uri[4:])
+	if p, ok := strings.CutPrefix(uri, "mmk:"); ok && p != "" {
+		p, _ = filepath.Abs(p)
 		return p
 	}
 	return def
