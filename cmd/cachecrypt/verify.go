@@ -264,7 +264,8 @@ func (a *app) verifyStream(ctx context.Context, r verifyResult) verifyResult {
 	// Uncompressed: authenticate in chunks, with a progress bar.
 	bar := a.progress(sr.Size(), "verify "+filepath.Base(r.File), true)
 	defer bar.Finish()
-	chunk := make([]byte, 64*h.SegmentSize)
+	// About 4 MiB of whole segments at a time (one at least).
+	chunk := make([]byte, max(1, (4<<20)/h.SegmentSize)*h.SegmentSize)
 	defer clear(chunk)
 	for off := int64(0); off < sr.Size(); off += int64(len(chunk)) {
 		if err := ctx.Err(); err != nil {
