@@ -103,7 +103,7 @@ func (a *app) decryptStream(ctx context.Context, src, out string) error {
 	}
 	bar := a.progress(sr.Size(), "decrypt", true)
 	defer bar.Finish()
-	write := func(w io.Writer) (int64, error) { return sr.WriteTo(io.MultiWriter(w, bar)) }
+	write := func(w io.Writer) (int64, error) { return sr.WriteTo(ctxWriter{ctx, io.MultiWriter(w, bar)}) }
 	var n int64
 	if out == "" || out == "-" {
 		if a.json {
@@ -157,12 +157,15 @@ func (a *app) encryptCommand() *cobra.Command {
 	var out, purpose, compression string
 	var segmentSize int
 	c := &cobra.Command{
-		Use:   "encrypt FILE|AOFDIR -o OUT",
+		Use:   "encrypt FILE|AOFDIR|- -o OUT",
 		Short: "Encrypt a plain RDB file or Redis appendonlydir for a disk",
 		Long: `encrypt writes a plain RDB file as an encrypted snapshot (a stream of purpose
 "rdb") at OUT, atomically, after checking that it is an RDB with a valid
 CRC-64. A plain Redis 7 appendonlydir becomes an encrypted AOF directory OUT
-(absent or empty). OUT "-" writes an encrypted stream to stdout.
+(absent or empty). OUT "-" writes an encrypted stream to stdout. FILE "-"
+(or a pipe) is read once, as an RDB unless --purpose says otherwise, without
+the CRC-64 check first: for example
+  redis-cli --rdb - | cachecrypt encrypt - -o /var/lib/cache/persistence/dump.rdb
 
 The keys are those of the disk OUT is on: the "keyring" next to OUT or in a
 parent directory (the disk directory of an instance), or --keyring.
@@ -174,6 +177,9 @@ parent directory (the disk directory of an instance), or --keyring.
 			src := argv[0]
 			if out == "" {
 				return usagef("encrypt: pass the output with -o OUT (a file, a directory for an AOF, or - for stdout)")
+			}
+			if src == "-" {
+				src = "/dev/stdin"
 			}
 			k, err := detect(src)
 			if err != nil {
@@ -197,6 +203,8 @@ parent directory (the disk directory of an instance), or --keyring.
 				if err := checkPlainRDB(src); err != nil {
 					return err
 				}
+			case k == kindPipe && purpose == "":
+				purpose = rdb.Purpose // read once: its RDB checksum cannot be checked first
 			case purpose == "":
 				return usagef("encrypt: %s is not a plain RDB file nor a Redis appendonlydir (%s); pass --purpose to encrypt it as a generic stream", src, k)
 			}
@@ -242,7 +250,7 @@ func (a *app) encryptStream(ctx context.Context, src, out, purpose string, opts 
 	defer kr.Close()
 	bar := a.progress(st.Size(), "encrypt", true)
 	defer bar.Finish()
-	in := io.TeeReader(f, bar)
+	in := ctxReader{ctx, io.TeeReader(f, bar)}
 	sopts := stream.Options{SegmentSize: opts.SegmentSize, Compression: opts.Compression}
 	var n int64
 	switch {

@@ -7,7 +7,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cachecrypt/cachecrypt/internal/testenv"
 	"github.com/stretchr/testify/require"
@@ -230,4 +232,53 @@ func TestTerminalRefusal(t *testing.T) {
 	require.Error(t, err)
 	require.Contains(t, string(out), "refusing to write binary plaintext to a terminal")
 	require.NotContains(t, string(out), "REDIS")
+}
+
+// encrypt reads a pipe once; Ctrl-C (SIGINT) in the middle leaves neither
+// the target nor a temporary file, and exits 4.
+func TestEncryptPipeInterrupted(t *testing.T) {
+	plain, _ := redisRDB(t)
+	want, err := os.ReadFile(plain)
+	require.NoError(t, err)
+	dir := newInstance(t)
+	enc := filepath.Join(dir, "persistence", "dump.rdb")
+
+	// From stdin: the whole RDB, byte for byte.
+	cmd := exec.Command(bin, "encrypt", "-", "-o", enc)
+	cmd.Stdin = bytes.NewReader(want)
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, string(out))
+	dec := filepath.Join(t.TempDir(), "dump.rdb")
+	ok(t, nil, "decrypt", enc, "-o", dec)
+	got, _ := os.ReadFile(dec)
+	require.True(t, bytes.Equal(want, got))
+	require.NoError(t, os.Remove(enc))
+
+	// From a FIFO, interrupted after the first MiB.
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
+	cmd = exec.Command(bin, "encrypt", fifo, "-o", enc)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	require.NoError(t, cmd.Start())
+	w, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = w.Write(make([]byte, 1<<20))
+	require.NoError(t, err)
+	require.NoError(t, cmd.Process.Signal(os.Interrupt))
+	time.Sleep(100 * time.Millisecond)
+	w.Write(make([]byte, 1<<16)) // unblocks the read that is waiting
+	w.Close()
+	err = cmd.Wait()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, stderr.String())
+	require.Equal(t, exitOther, exit.ExitCode(), stderr.String())
+	require.Contains(t, stderr.String(), "context canceled")
+	_, err = os.Stat(enc)
+	require.ErrorIs(t, err, os.ErrNotExist)
+	entries, err := os.ReadDir(filepath.Dir(enc))
+	require.NoError(t, err)
+	for _, e := range entries {
+		require.Equal(t, "keyring", e.Name(), "nothing but the keyring is left")
+	}
 }

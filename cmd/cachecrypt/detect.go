@@ -26,6 +26,7 @@ const (
 	kindPlainRDB    kind = "plain-rdb"    // an unencrypted Redis RDB
 	kindPlainAOFDir kind = "plain-aof-dir"
 	kindInstance    kind = "instance" // a cachecrypt instance directory
+	kindPipe        kind = "pipe"     // a pipe or device, read once, never peeked at
 	kindUnknown     kind = "unknown"
 )
 
@@ -47,6 +48,9 @@ func detect(path string) (kind, error) {
 	}
 	if st.IsDir() {
 		return detectDir(path), nil
+	}
+	if !st.Mode().IsRegular() {
+		return kindPipe, nil // peeking would consume what a pipe yields
 	}
 	f, err := os.Open(path)
 	if err != nil {

@@ -26,7 +26,10 @@ import (
 )
 
 func main() {
+	// The first Ctrl-C cancels the work (partial outputs are removed); a
+	// second one kills the process.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() { <-ctx.Done(); stop() }()
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"io"
 	"os"
 
@@ -34,4 +35,31 @@ func (a *app) progress(total int64, desc string, bytes bool) *progressbar.Progre
 		opts = append(opts, progressbar.OptionShowBytes(true))
 	}
 	return progressbar.NewOptions64(total, opts...)
+}
+
+// ctxWriter fails writes once ctx is done, so that a long copy stops on
+// Ctrl-C and its partial output is removed.
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (c ctxWriter) Write(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.w.Write(p)
+}
+
+// ctxReader fails reads once ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
