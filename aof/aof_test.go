@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -479,4 +480,97 @@ func TestShortWriteIsCutBack(t *testing.T) {
 	require.Equal(t, len(ok), n, "every acknowledged append is in the log")
 	_, err = Check(dir, keys, Options{})
 	require.NoError(t, err)
+}
+
+func TestInterruptedCreate(t *testing.T) {
+	keys, dir := newKeys(t), t.TempDir()
+	l, err := Open(dir, keys, Options{})
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+	// A crash before the first manifest: header-only parts, no manifest.
+	require.NoError(t, os.Remove(filepath.Join(dir, "appendonly.aof.manifest")))
+	l, err = Open(dir, keys, Options{})
+	require.NoError(t, err)
+	require.NoError(t, l.Append([]byte("x")))
+	require.NoError(t, l.Close())
+	// A lost manifest beside parts holding data is an error, never a reset.
+	require.NoError(t, os.Remove(filepath.Join(dir, "appendonly.aof.manifest")))
+	_, err = Open(dir, keys, Options{})
+	require.ErrorIs(t, err, ErrMissingPart)
+}
+
+func TestRetiredDEKVersion(t *testing.T) {
+	keys, dir := newKeys(t), t.TempDir()
+	l, err := Open(dir, keys, Options{})
+	require.NoError(t, err)
+	require.NoError(t, l.Append([]byte("v1")))
+	require.NoError(t, l.Close())
+	_, err = keys.RotateDEK()
+	require.NoError(t, err)
+	l, err = Open(dir, keys, Options{}) // manifest now under v2; v1 parts stay
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+	require.NoError(t, keys.Retire(1)) // too early: parts still use it
+	_, err = Check(dir, keys, Options{})
+	require.ErrorIs(t, err, dek.ErrUnknownVersion)
+	require.ErrorContains(t, err, "appendonly.aof.1.")
+}
+
+// Replay streams: its memory is one frame, not the log.
+func TestReplayMemoryDoesNotGrowWithTheLog(t *testing.T) {
+	keys, dir := newKeys(t), t.TempDir()
+	l, err := Open(dir, keys, Options{Fsync: No})
+	require.NoError(t, err)
+	rec := bytes.Repeat([]byte("m"), 4096)
+	const total = 32 << 20
+	for range total / len(rec) {
+		require.NoError(t, l.Append(rec))
+	}
+	require.NoError(t, l.Close())
+	r, err := Replay(dir, keys, Options{})
+	require.NoError(t, err)
+	defer r.Close()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	n, err := io.Copy(io.Discard, r)
+	runtime.ReadMemStats(&after)
+	require.NoError(t, err)
+	require.Equal(t, int64(total), n)
+	require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(2<<20), "replaying 32 MiB allocated too much")
+}
+
+// Appends racing with Close either succeed, and are in the log, or fail
+// with ErrClosed.
+func TestCloseDuringAppends(t *testing.T) {
+	keys, dir := newKeys(t), t.TempDir()
+	l, err := Open(dir, keys, Options{Fsync: No})
+	require.NoError(t, err)
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		acked = map[string]bool{}
+	)
+	for w := range 4 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				rec := fmt.Sprintf("w%d:%06d;", w, i)
+				if err := l.Append([]byte(rec)); err != nil {
+					require.ErrorIs(t, err, ErrClosed)
+					return
+				}
+				mu.Lock()
+				acked[rec] = true
+				mu.Unlock()
+			}
+		})
+	}
+	time.Sleep(20 * time.Millisecond)
+	require.NoError(t, l.Close())
+	wg.Wait()
+	got := replayAll(t, dir, keys, Options{})
+	recs := bytes.Split(bytes.TrimSuffix(got, []byte(";")), []byte(";"))
+	require.Len(t, recs, len(acked))
+	for _, r := range recs {
+		require.True(t, acked[string(r)+";"])
+	}
 }

@@ -194,7 +194,10 @@ type damage struct {
 }
 
 func (d *damage) Error() string {
-	return fmt.Sprintf("%s at offset %d: %v", d.file, d.off, d.err)
+	if d.torn {
+		return fmt.Sprintf("%s at offset %d: %v", d.file, d.off, d.err)
+	}
+	return fmt.Sprintf("%s at offset %d: %v (restore the directory from a backup; aof.Fix can only cut the last incremental part there)", d.file, d.off, d.err)
 }
 func (d *damage) Unwrap() error { return d.err }
 

@@ -341,13 +341,24 @@ func (l *Log) writePending() {
 	if err == nil {
 		err = l.fatal
 	}
-	reseal := idx != w.frames
+	reseal := err == nil && idx != w.frames
+	if reseal {
+		// The sealer's scratch space belongs to the sealing stage.
+		for l.sealing {
+			l.cond.Wait()
+		}
+		l.sealing = true
+	}
 	idx = w.frames
 	l.mu.Unlock()
 
 	if err == nil {
 		if reseal {
 			out = w.s.appendFrame(out[:0], idx, buf)
+			l.mu.Lock()
+			l.sealing = false
+			l.cond.Broadcast()
+			l.mu.Unlock()
 		}
 		err = w.write(out)
 		if err == nil && l.opts.Fsync == Always {

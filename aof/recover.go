@@ -18,11 +18,21 @@ func (l *Log) create() error {
 	if err != nil {
 		return err
 	}
+	var stale []string
 	for _, d := range ents {
-		if isPartName(l.opts.name(), d.Name()) {
-			return fmt.Errorf("%s holds %s but no manifest %s.manifest: %w; restore the manifest, or Import a plain Redis directory", l.dir, d.Name(), l.opts.name(), ErrMissingPart)
+		if !isPartName(l.opts.name(), d.Name()) {
+			continue
 		}
+		// A crash while creating the directory leaves parts that hold only
+		// a header (or less): remove them. A part with frames and no
+		// manifest means the manifest was lost: never overwrite data.
+		if st, err := d.Info(); err == nil && st.Size() <= int64(fixedHdrSize+len(l.keys.DiskID())) {
+			stale = append(stale, d.Name())
+			continue
+		}
+		return fmt.Errorf("%s holds %s but no manifest %s.manifest: %w; restore the manifest, or Import a plain Redis directory", l.dir, d.Name(), l.opts.name(), ErrMissingPart)
 	}
+	removeParts(l.dir, stale)
 	m := &manifest{DiskID: l.keys.DiskID(), Generation: 1}
 	bw, err := l.newBase(BaseAOF, 1, 1)
 	if err != nil {
@@ -68,12 +78,13 @@ func (l *Log) recover() error {
 		if err != nil {
 			return err
 		}
-		if dmg != nil {
-			if err := cutTail(p.path, size); err != nil {
-				return err
-			}
-			l.recovered = dmg
+		// cutTail also fsyncs: the manifest is about to record this size
+		// as final, so the bytes must be durable first (the last process
+		// may have died with them only in the page cache).
+		if err := cutTail(p.path, size); err != nil {
+			return err
 		}
+		l.recovered = dmg
 		m.Entries[len(m.Entries)-1].Closed = true
 		m.Entries[len(m.Entries)-1].Size = size
 		m.Entries[len(m.Entries)-1].Frames = frames
@@ -109,12 +120,16 @@ func scanTail(p partFile, keys Keys, allowTorn, plain bool) (int64, uint64, *Dam
 	}
 }
 
+// cutTail truncates path to size (a no-op when it is that size) and
+// fsyncs it.
 func cutTail(path string, size int64) error {
 	f, err := os.OpenFile(path, os.O_WRONLY, 0)
 	if err != nil {
 		return err
 	}
-	err = f.Truncate(size)
+	if st, serr := f.Stat(); serr != nil || st.Size() != size {
+		err = f.Truncate(size)
+	}
 	if err == nil {
 		err = f.Sync()
 	}

@@ -101,7 +101,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 		if r.err != nil {
 			return 0, r.err
 		}
-		r.rest, r.err = r.nextFrame()
+		r.rest, r.err = r.frame()
 	}
 	n := copy(p, r.rest)
 	r.rest = r.rest[n:]
@@ -126,8 +126,17 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 			}
 			return total, r.err
 		}
-		r.rest, r.err = r.nextFrame()
+		r.rest, r.err = r.frame()
 	}
+}
+
+// frame is nextFrame with errors prefixed for the caller.
+func (r *Reader) frame() ([]byte, error) {
+	b, err := r.nextFrame()
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("aof.Reader: %w", err)
+	}
+	return b, err
 }
 
 // nextFrame returns the next frame's plaintext across parts.
