@@ -94,6 +94,9 @@ func TestAOF(t *testing.T) {
 	require.Equal(t, "aof-manifest", insp["kind"])
 	require.True(t, strings.HasPrefix(insp["disk_id"].(string), "persistence-"))
 	require.Equal(t, "MMK", insp["key"])
+	jsonOut(t, nil, &insp, "inspect", enc) // the directory: its manifest
+	require.Equal(t, "aof-manifest", insp["kind"])
+	require.Len(t, insp["parts"], 2)
 	base, last := partsOf(t, enc)
 	jsonOut(t, nil, &insp, "inspect", base)
 	require.Equal(t, "aof-part", insp["kind"])

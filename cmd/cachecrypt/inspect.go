@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/cachecrypt/cachecrypt"
@@ -44,6 +45,16 @@ func (a *app) inspect(path string) (*record, error) {
 	k, err := detect(path)
 	if err != nil {
 		return nil, fmt.Errorf("inspect: %w", err)
+	}
+	switch k {
+	case kindAOFDir:
+		name, _, err := aofName(path)
+		if err != nil {
+			return nil, err
+		}
+		return a.inspect(filepath.Join(path, name+".manifest"))
+	case kindInstance:
+		return nil, usagef("inspect: %s is an instance directory: see 'cachecrypt status %s' and 'cachecrypt keyring show %s'", path, path, path)
 	}
 	r := newRecord().add("file", path).add("kind", string(k))
 	switch k {

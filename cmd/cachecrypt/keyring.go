@@ -82,7 +82,9 @@ call each), proving that the key is usable now; a failure exits with 3.`,
 					kr, err := a.openKeyringFile(c.Context(), p)
 					if err != nil {
 						r.add("unwrap", "FAILED: "+err.Error())
-						firstErr = cmpOr(firstErr, err)
+						if firstErr == nil {
+							firstErr = err
+						}
 					} else {
 						r.add("unwrap", "ok")
 						kr.Close()
@@ -104,13 +106,6 @@ call each), proving that the key is usable now; a failure exits with 3.`,
 	}
 	c.Flags().BoolVar(&open, "open", false, "also unwrap each keyring with its KEK, to prove the key is usable")
 	return c
-}
-
-func cmpOr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // printRecords prints records as a JSON array or as blocks of lines.
