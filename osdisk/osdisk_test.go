@@ -246,14 +246,16 @@ func TestHelperCrashWriter(t *testing.T) {
 	d, err := osdisk.Open(context.Background(), dir, k)
 	require.NoError(t, err)
 	buf := randBytes(1 << 20)
+	// One file stays open for good, so a kill at any instant leaves one.
+	held, err := d.CreateTemp("held")
+	require.NoError(t, err)
+	held.Write(buf)
+	os.Stdout.WriteString("WRITING\n")
 	for i := 0; ; i++ {
 		f, err := d.CreateTemp("crash")
 		require.NoError(t, err)
 		for range 8 {
 			f.Write(buf)
-		}
-		if i == 0 {
-			os.Stdout.WriteString("WRITING\n")
 		}
 		if i%2 == 0 {
 			f.Close()
