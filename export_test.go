@@ -62,6 +62,7 @@ func TestExportImportThroughInstanceLeavesNoPlaintext(t *testing.T) {
 	_, err = inst.Export(ctx, export.ToWriter(&plain), nil)
 	require.NoError(t, err)
 	require.Equal(t, dump, plain.Bytes())
+	require.True(t, bytes.Contains(plain.Bytes(), []byte(canary)), "the scan below would see the canary if it were on disk")
 	require.NoError(t, os.WriteFile(filepath.Join(restored, "dump.rdb"), plain.Bytes(), 0o600))
 	dst := testenv.StartRedis(t, restored)
 	require.Equal(t, digest, dst.Digest(t))
