@@ -59,8 +59,9 @@ const (
 // A disk directory belongs to one process at a time: Open removes every
 // temporary file it finds.
 type Disk struct {
-	dir  string
-	keys *dek.Keyring
+	dir   string
+	keys  *dek.Keyring
+	owned bool // Close closes keys
 }
 
 // Create makes the scratch area dir (created if needed, mode 0700) with a new
@@ -74,7 +75,19 @@ func Create(ctx context.Context, dir, diskID string, w kek.Wrapper) (*Disk, erro
 	if err != nil {
 		return nil, fmt.Errorf("osdisk.Create: %w", err)
 	}
-	return &Disk{dir: dir, keys: keys}, nil
+	return &Disk{dir: dir, keys: keys, owned: true}, nil
+}
+
+// New makes the scratch area dir use keys, a keyring the caller opened and
+// keeps owning (such as an Instance's OS-disk keyring: its rotations and
+// rewraps apply at once). It creates dir/tmp if needed and removes the
+// temporary files a crash left there. Close does not close keys.
+func New(dir string, keys *dek.Keyring) (*Disk, error) {
+	d := &Disk{dir: dir, keys: keys}
+	if _, err := d.sweepTemp(); err != nil {
+		return nil, fmt.Errorf("osdisk.New: remove leftover temporary files in %s: %w", dir, err)
+	}
+	return d, nil
 }
 
 // Open opens the scratch area dir with one call to u, and removes the
@@ -84,7 +97,7 @@ func Open(ctx context.Context, dir string, u kek.Unwrapper) (*Disk, error) {
 	if err != nil {
 		return nil, fmt.Errorf("osdisk.Open: %w", err)
 	}
-	d := &Disk{dir: dir, keys: keys}
+	d := &Disk{dir: dir, keys: keys, owned: true}
 	if _, err := d.sweep(); err != nil {
 		keys.Close()
 		return nil, fmt.Errorf("osdisk.Open: remove leftover temporary files in %s: %w", dir, err)
@@ -104,11 +117,7 @@ func OpenOrCreate(ctx context.Context, dir, diskID string, k kek.KEK) (*Disk, er
 // sweep removes leftover temporary files (of temp files and of keyring
 // updates) and returns how many it removed.
 func (d *Disk) sweep() (int, error) {
-	tmp := filepath.Join(d.dir, TempDir)
-	if err := os.MkdirAll(tmp, 0o700); err != nil {
-		return 0, err
-	}
-	n, err := atomicfile.RemoveTemps(tmp)
+	n, err := d.sweepTemp()
 	if err != nil {
 		return n, err
 	}
@@ -116,12 +125,28 @@ func (d *Disk) sweep() (int, error) {
 	return n + m, err
 }
 
+// sweepTemp removes leftover temporary files of CreateTemp.
+func (d *Disk) sweepTemp() (int, error) {
+	tmp := filepath.Join(d.dir, TempDir)
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		return 0, err
+	}
+	return atomicfile.RemoveTemps(tmp)
+}
+
 // Dir returns the disk's directory.
 func (d *Disk) Dir() string { return d.dir }
 
 // Keyring returns the disk's keyring, to rotate its DEK or rewrap it under
-// another KEK (MMK <-> CMK). The disk owns it: do not Close it.
+// another KEK (MMK <-> CMK). Do not Close it: Close does, for a disk made by
+// Create or Open.
 func (d *Disk) Keyring() *dek.Keyring { return d.keys }
 
-// Close zeroes the disk's keys. Close the disk's temporary files first.
-func (d *Disk) Close() error { return d.keys.Close() }
+// Close zeroes the disk's keys if it owns them (Create, Open; not New).
+// Close the disk's temporary files first.
+func (d *Disk) Close() error {
+	if !d.owned {
+		return nil
+	}
+	return d.keys.Close()
+}

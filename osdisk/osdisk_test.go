@@ -15,6 +15,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/cachecrypt/cachecrypt/dek"
+	"github.com/cachecrypt/cachecrypt/internal/atomicfile"
 	"github.com/cachecrypt/cachecrypt/kek"
 	"github.com/cachecrypt/cachecrypt/kek/kektest"
 	"github.com/cachecrypt/cachecrypt/osdisk"
@@ -244,14 +246,16 @@ func TestHelperCrashWriter(t *testing.T) {
 	d, err := osdisk.Open(context.Background(), dir, k)
 	require.NoError(t, err)
 	buf := randBytes(1 << 20)
+	// One file stays open for good, so a kill at any instant leaves one.
+	held, err := d.CreateTemp("held")
+	require.NoError(t, err)
+	held.Write(buf)
+	os.Stdout.WriteString("WRITING\n")
 	for i := 0; ; i++ {
 		f, err := d.CreateTemp("crash")
 		require.NoError(t, err)
 		for range 8 {
 			f.Write(buf)
-		}
-		if i == 0 {
-			os.Stdout.WriteString("WRITING\n")
 		}
 		if i%2 == 0 {
 			f.Close()
@@ -285,4 +289,31 @@ func TestCreateTwiceFails(t *testing.T) {
 	_, dir := newDisk(t, k)
 	_, err := osdisk.Create(context.Background(), dir, "again", k)
 	require.Error(t, err)
+}
+
+func TestNewUsesCallersKeyring(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	keys, err := dek.Create(ctx, filepath.Join(dir, "keyring"), "os-shared", kektest.New("k"))
+	require.NoError(t, err)
+	defer keys.Close()
+	leftover := filepath.Join(dir, osdisk.TempDir, "x"+atomicfile.TempMarker+"1-00")
+	require.NoError(t, os.MkdirAll(filepath.Dir(leftover), 0o700))
+	require.NoError(t, os.WriteFile(leftover, nil, 0o600))
+
+	d, err := osdisk.New(dir, keys)
+	require.NoError(t, err)
+	require.NoFileExists(t, leftover)
+	f, err := d.CreateTemp("shared")
+	require.NoError(t, err)
+	f.Write([]byte("abc"))
+	b := make([]byte, 3)
+	_, err = f.ReadAt(b, 0)
+	require.NoError(t, err)
+	require.Equal(t, "abc", string(b))
+	require.NoError(t, f.Close())
+	require.NoError(t, d.Close())
+	// The caller's keyring still works after the disk is closed.
+	_, err = keys.FileKey(keys.Active(), "p", make([]byte, 16))
+	require.NoError(t, err)
 }

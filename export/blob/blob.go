@@ -7,8 +7,9 @@
 //
 // The exported copy is plain RDB: the storage account's own encryption at
 // rest governs it, as with the managed service's export. The blob's metadata
-// records the RDB's SHA-256 (key "sha256", hex) and CRC-64 (key "crc64"), and
-// an import through From checks the data against them.
+// records the RDB's SHA-256 (key "sha256", hex) and CRC-64 (key "crc64"); an
+// import through From checks the data against the SHA-256, and the RDB
+// against its own CRC-64 trailer.
 package blob
 
 import (
