@@ -99,6 +99,7 @@ type Keyring struct {
 	krk    []byte            // keyring key
 	deks   map[uint32][]byte // version -> DEK
 	closed bool
+	locked error // set by Lock: why keys are withheld
 }
 
 // Info describes a keyring without any secret.

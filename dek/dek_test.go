@@ -259,3 +259,24 @@ func openAny(ctx context.Context, path string, ks ...kek.KEK) (*dek.Keyring, err
 	}
 	return nil, errors.Join(errs...)
 }
+
+func TestLockUnlock(t *testing.T) {
+	ctx := context.Background()
+	k := kektest.New("a")
+	r, _ := newKeyring(t, k)
+	want := fileKey(t, r, 1)
+	r.Lock(kek.ErrRevoked)
+	require.True(t, r.Locked())
+	_, err := r.FileKey(1, "rdb", salt)
+	require.ErrorIs(t, err, kek.ErrRevoked)
+	_, err = r.RotateDEK()
+	require.ErrorIs(t, err, kek.ErrRevoked)
+
+	k.FailWith(kek.ErrRevoked)
+	require.ErrorIs(t, r.Unlock(ctx, k), kek.ErrRevoked)
+	require.True(t, r.Locked())
+	k.FailWith(nil)
+	require.NoError(t, r.Unlock(ctx, k))
+	require.False(t, r.Locked())
+	require.Equal(t, want, fileKey(t, r, 1))
+}

@@ -42,8 +42,8 @@ func (k *Keyring) FileKey(version uint32, purpose string, salt []byte) ([]byte, 
 	}
 	k.mu.RLock()
 	defer k.mu.RUnlock()
-	if k.closed {
-		return nil, fmt.Errorf("dek.FileKey: keyring %s: %w", k.path, ErrClosed)
+	if err := k.usable(); err != nil {
+		return nil, fmt.Errorf("dek.FileKey: keyring %s: %w", k.path, err)
 	}
 	d, ok := k.deks[version]
 	if !ok {
@@ -76,11 +76,9 @@ func (k *Keyring) versions() []uint32 {
 func (k *Keyring) RotateDEK() (uint32, error) {
 	k.update.Lock()
 	defer k.update.Unlock()
-	k.mu.RLock()
-	cur, closed := k.file, k.closed
-	k.mu.RUnlock()
-	if closed {
-		return 0, fmt.Errorf("dek.RotateDEK: %w", ErrClosed)
+	cur, err := k.current()
+	if err != nil {
+		return 0, fmt.Errorf("dek.RotateDEK: %w", err)
 	}
 	if len(cur.Entries) >= MaxVersions {
 		return 0, fmt.Errorf("dek.RotateDEK: disk %q holds %d DEK versions, the maximum; retire unused versions first", cur.DiskID, len(cur.Entries))
@@ -110,11 +108,9 @@ func (k *Keyring) RotateDEK() (uint32, error) {
 func (k *Keyring) Rewrap(ctx context.Context, w kek.Wrapper) error {
 	k.update.Lock()
 	defer k.update.Unlock()
-	k.mu.RLock()
-	cur, closed := k.file, k.closed
-	k.mu.RUnlock()
-	if closed {
-		return fmt.Errorf("dek.Rewrap: %w", ErrClosed)
+	cur, err := k.current()
+	if err != nil {
+		return fmt.Errorf("dek.Rewrap: %w", err)
 	}
 	nf, krk, err := k.reseal(ctx, cur, w)
 	if err != nil {
@@ -132,11 +128,9 @@ func (k *Keyring) Rewrap(ctx context.Context, w kek.Wrapper) error {
 func (k *Keyring) Retire(versions ...uint32) error {
 	k.update.Lock()
 	defer k.update.Unlock()
-	k.mu.RLock()
-	cur, closed := k.file, k.closed
-	k.mu.RUnlock()
-	if closed {
-		return fmt.Errorf("dek.Retire: %w", ErrClosed)
+	cur, err := k.current()
+	if err != nil {
+		return fmt.Errorf("dek.Retire: %w", err)
 	}
 	if slices.Contains(versions, cur.Active) {
 		return fmt.Errorf("dek.Retire: version %d is active; rotate first", cur.Active)
@@ -158,6 +152,96 @@ func (k *Keyring) Retire(versions ...uint32) error {
 			delete(k.deks, v)
 		}
 	})
+}
+
+// current returns the file state, or why the keyring cannot be used.
+func (k *Keyring) current() (*file, error) {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.file, k.usable()
+}
+
+// usable reports why keys cannot be handed out; the caller holds k.mu.
+func (k *Keyring) usable() error {
+	switch {
+	case k.closed:
+		return ErrClosed
+	case k.locked != nil:
+		return k.locked
+	}
+	return nil
+}
+
+// Lock zeroes every key held in memory and makes later calls fail with an
+// error wrapping reason (for instance kek.ErrRevoked) until Unlock. The
+// keyring file is untouched. It is how a disk fails closed when its KEK is
+// revoked.
+func (k *Keyring) Lock(reason error) {
+	k.update.Lock()
+	defer k.update.Unlock()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed {
+		return
+	}
+	for v, d := range k.deks {
+		clear(d)
+		delete(k.deks, v)
+	}
+	clear(k.krk)
+	k.krk = nil
+	k.locked = fmt.Errorf("keyring of disk %q is locked: %w", k.file.DiskID, reason)
+}
+
+// Unlock unwraps the keyring again with u (one KEK call) after Lock. It is
+// a no-op on a keyring that is not locked.
+func (k *Keyring) Unlock(ctx context.Context, u kek.Unwrapper) error {
+	k.update.Lock()
+	defer k.update.Unlock()
+	k.mu.RLock()
+	f, locked, closed := k.file, k.locked != nil, k.closed
+	k.mu.RUnlock()
+	if closed {
+		return fmt.Errorf("dek.Unlock: %w", ErrClosed)
+	}
+	if !locked {
+		return nil
+	}
+	krk, err := u.Unwrap(ctx, f.Wrapped)
+	if err != nil {
+		return fmt.Errorf("dek.Unlock: disk %q under %s: %w", f.DiskID, f.Wrapped.Descriptor, err)
+	}
+	deks, err := unseal(f, krk)
+	if err != nil {
+		clear(krk)
+		return fmt.Errorf("dek.Unlock: disk %q: %w", f.DiskID, err)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.krk, k.deks, k.locked = krk, deks, nil
+	return nil
+}
+
+// Probe checks that u can still unwrap this keyring (one KEK call) and
+// discards the result. It is the KEK health check: it fails with the KEK's
+// error (kek.ErrRevoked, kek.ErrUnavailable, ...) when access is gone.
+func (k *Keyring) Probe(ctx context.Context, u kek.Unwrapper) error {
+	k.mu.RLock()
+	w := k.file.Wrapped
+	k.mu.RUnlock()
+	key, err := u.Unwrap(ctx, w)
+	clear(key)
+	if err != nil {
+		return fmt.Errorf("dek.Probe: disk %q under %s: %w", k.file.DiskID, w.Descriptor, err)
+	}
+	return nil
+}
+
+// Locked reports whether the keyring is locked by Lock.
+func (k *Keyring) Locked() bool {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.locked != nil
 }
 
 // commit writes nf durably, then swaps it in; krk, if not nil, replaces the

@@ -1,0 +1,208 @@
+package cachecrypt
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/cachecrypt/cachecrypt/dek"
+	"github.com/cachecrypt/cachecrypt/kek"
+)
+
+// Disk names, also the names of their directories under the instance's.
+const (
+	DiskPersistence = "persistence" // RDB snapshots and AOF logs
+	DiskOS          = "os"          // export staging and temporary files
+	DiskNVMe        = "nvme"        // Flash tier pages (ephemeral)
+)
+
+// keyringFile is the keyring's name inside each disk directory.
+const keyringFile = "keyring"
+
+// Instance is one cache instance's encryption at rest: its disks, their
+// keyrings and the KEK that wraps them.
+//
+// All methods are safe for concurrent use. Reads and writes of data make no
+// KEK call; SetEncryption, RotateDEK and the health probe are serialized
+// with each other and never block readers and writers on a KEK call.
+type Instance struct {
+	dir string
+	cfg Config
+	mmk *kek.MMK
+
+	admin sync.Mutex // serializes SetEncryption, RotateDEK, Probe, Close
+
+	mu           sync.RWMutex
+	kek          kek.KEK // the KEK of the persistent disks now
+	disks        []*disk // persistence and OS disks, in that order
+	lastCheck    time.Time
+	failingSince time.Time
+	failedClosed error // non-nil while the instance has failed closed
+	closed       bool
+
+	stop chan struct{}
+	done sync.WaitGroup
+}
+
+type disk struct {
+	name    string
+	keyring *dek.Keyring
+}
+
+// Open opens (creating on first use) the instance kept in dir. It validates
+// the configured KEK's prerequisites, unwraps each disk's keyring once, and
+// finishes any encryption switch a crash interrupted: every disk ends under
+// the configured KEK.
+func Open(ctx context.Context, dir string, cfg Config) (*Instance, error) {
+	cfg.setDefaults(dir)
+	if cfg.Tier < MemoryOptimized || cfg.Tier > FlashOptimized {
+		return nil, fmt.Errorf("cachecrypt.Open: unknown tier %d", cfg.Tier)
+	}
+	if err := os.MkdirAll(filepath.Dir(cfg.PlatformKeyFile), 0o700); err != nil {
+		return nil, fmt.Errorf("cachecrypt.Open: %w", err)
+	}
+	mmk, err := kek.LoadMMK(cfg.PlatformKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("cachecrypt.Open: %w", err)
+	}
+	i := &Instance{dir: dir, cfg: cfg, mmk: mmk, stop: make(chan struct{})}
+	i.kek = i.resolve(cfg.Encryption)
+	if err := validate(ctx, cfg.Encryption, i.kek); err != nil {
+		return nil, fmt.Errorf("cachecrypt.Open: %w", err)
+	}
+	for _, name := range []string{DiskPersistence, DiskOS} {
+		d, err := i.openDisk(ctx, name)
+		if err != nil {
+			i.closeDisks()
+			return nil, fmt.Errorf("cachecrypt.Open: %w", err)
+		}
+		i.disks = append(i.disks, d)
+	}
+	i.lastCheck = cfg.now()
+	if cfg.ProbeInterval > 0 {
+		i.done.Add(1)
+		go i.probeLoop()
+	}
+	return i, nil
+}
+
+// resolve returns the KEK of an encryption setting.
+func (i *Instance) resolve(e Encryption) kek.KEK {
+	if e.CMK != nil {
+		return e.CMK
+	}
+	return i.mmk
+}
+
+func validate(ctx context.Context, e Encryption, k kek.KEK) error {
+	if e.Check != nil {
+		if err := e.Check(ctx); err != nil {
+			return err
+		}
+	}
+	if v, ok := k.(Validator); ok {
+		return v.Validate(ctx)
+	}
+	return nil
+}
+
+// openDisk opens or creates one disk's keyring under the instance's KEK. A
+// keyring still under another KEK (a switch interrupted by a crash) is
+// opened with the MMK or a Previous KEK and rewrapped.
+func (i *Instance) openDisk(ctx context.Context, name string) (*disk, error) {
+	dir := filepath.Join(i.dir, name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, keyringFile)
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		r, err := dek.Create(ctx, path, newDiskID(name), i.kek)
+		if err != nil {
+			return nil, err
+		}
+		i.emit(Event{Kind: EventWrap, Disk: name, KEK: r.Descriptor(), DEKVersion: r.Active()})
+		return &disk{name: name, keyring: r}, nil
+	}
+	r, err := dek.Open(ctx, path, i.kek)
+	if err == nil {
+		i.emit(Event{Kind: EventUnwrap, Disk: name, KEK: r.Descriptor(), DEKVersion: r.Active()})
+		return &disk{name: name, keyring: r}, nil
+	}
+	if !errors.Is(err, kek.ErrKeyMismatch) {
+		return nil, err
+	}
+	others := append([]kek.Unwrapper{i.mmk}, i.cfg.Previous...)
+	r, err = dek.Open(ctx, path, kek.First(others...))
+	if err != nil {
+		return nil, err
+	}
+	from := r.Descriptor()
+	if err := r.Rewrap(ctx, i.kek); err != nil {
+		r.Close()
+		return nil, err
+	}
+	i.emit(Event{Kind: EventRecover, Disk: name, KEK: r.Descriptor(), DEKVersion: r.Active(),
+		Err: fmt.Errorf("disk was still under %s after an interrupted switch; rewrapped", from)})
+	return &disk{name: name, keyring: r}, nil
+}
+
+func newDiskID(name string) string {
+	var b [8]byte
+	rand.Read(b[:])
+	return name + "-" + hex.EncodeToString(b[:])
+}
+
+// Dir returns the instance's directory.
+func (i *Instance) Dir() string { return i.dir }
+
+// Tier returns the instance's tier.
+func (i *Instance) Tier() Tier { return i.cfg.Tier }
+
+// Keyring returns the keyring of a disk (DiskPersistence or DiskOS), for
+// the data packages: rdb, aof and osdisk take it.
+func (i *Instance) Keyring(name string) (*dek.Keyring, error) {
+	i.mu.RLock()
+	defer i.mu.RUnlock()
+	if i.closed {
+		return nil, fmt.Errorf("cachecrypt.Keyring: %w", ErrClosed)
+	}
+	for _, d := range i.disks {
+		if d.name == name {
+			return d.keyring, nil
+		}
+	}
+	return nil, fmt.Errorf("cachecrypt.Keyring: no disk %q; disks with keyrings are %q and %q", name, DiskPersistence, DiskOS)
+}
+
+// DiskDir returns the directory of a disk.
+func (i *Instance) DiskDir(name string) string { return filepath.Join(i.dir, name) }
+
+// Close stops the health probe and zeroes every key. It is idempotent.
+func (i *Instance) Close() error {
+	i.admin.Lock()
+	defer i.admin.Unlock()
+	i.mu.Lock()
+	if i.closed {
+		i.mu.Unlock()
+		return nil
+	}
+	i.closed = true
+	i.mu.Unlock()
+	close(i.stop)
+	i.done.Wait()
+	i.closeDisks()
+	return nil
+}
+
+func (i *Instance) closeDisks() {
+	for _, d := range i.disks {
+		d.keyring.Close()
+	}
+}
