@@ -8,14 +8,25 @@ package bench
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
+	"errors"
+	"fmt"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 	"github.com/cachecrypt/cachecrypt/dek"
+	"github.com/cachecrypt/cachecrypt/internal/testenv"
 	"github.com/cachecrypt/cachecrypt/kek"
 	"github.com/cachecrypt/cachecrypt/kek/kektest"
+	"github.com/cachecrypt/cachecrypt/kek/pkcs11"
+	"github.com/cachecrypt/cachecrypt/vault"
+	"github.com/cachecrypt/cachecrypt/vault/vaulttest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -38,6 +49,12 @@ type keyringKEK struct {
 	setup func(tb testing.TB, dir string) kek.KEK
 }
 
+// benchHSM is the SoftHSM2 token of the running BenchmarkKeyringOpen. It
+// is started by the parent benchmark: testenv.StartSoftHSM names its
+// directory after the test, and SoftHSM's configuration parser cuts a
+// token directory at the first '=' that sub-benchmark names carry.
+var benchHSM func() *testenv.SoftHSM
+
 var keyringKEKs = []keyringKEK{
 	{"mmk", func(tb testing.TB, dir string) kek.KEK {
 		m, err := kek.LoadMMK(filepath.Join(dir, "platform.key"))
@@ -45,6 +62,48 @@ var keyringKEKs = []keyringKEK{
 		return m
 	}},
 	{"test", func(testing.TB, string) kek.KEK { return kektest.New("bench") }},
+	{"keyvault/latency=0s", keyVaultKEK(0)},
+	{"keyvault/latency=20ms", keyVaultKEK(20 * time.Millisecond)},
+	{"softhsm-rsa2048", softHSMKEK(2048)},
+	{"softhsm-rsa3072", softHSMKEK(3072)},
+}
+
+// keyVaultKEK returns a setup for the Key Vault KEK (package vault, on the
+// official azkeys client) against the in-process emulator over TLS, with
+// latency added to every answer of the vault.
+func keyVaultKEK(latency time.Duration) func(testing.TB, string) kek.KEK {
+	return func(tb testing.TB, _ string) kek.KEK {
+		srv := vaulttest.NewServer(tb)
+		srv.Grant("admin", vaulttest.AllPermissions...)
+		srv.Grant("cache", vaulttest.CryptoServiceEncryptionUser...)
+		url := srv.VaultURL("bench")
+		admin, err := azkeys.NewClient(url, srv.Credential("admin"), srv.ClientOptions())
+		require.NoError(tb, err)
+		_, err = admin.CreateKey(context.Background(), "cmk", azkeys.CreateKeyParameters{Kty: to.Ptr(azkeys.KeyTypeRSA)}, nil)
+		require.NoError(tb, err)
+		k, err := vault.New(vault.Config{VaultURL: url, KeyName: "cmk", Credential: srv.Credential("cache"), ClientOptions: srv.ClientOptions()})
+		require.NoError(tb, err)
+		srv.SetLatency(latency)
+		return k
+	}
+}
+
+// softHSMKEK returns a setup for an RSA key of bits in a private SoftHSM2
+// token (package kek/pkcs11). SoftHSM2 2.6 supports OAEP with SHA-1 only.
+var hsmKeys atomic.Int64
+
+func softHSMKEK(bits int) func(testing.TB, string) kek.KEK {
+	return func(tb testing.TB, _ string) kek.KEK {
+		h := benchHSM()
+		n := hsmKeys.Add(1)
+		k, err := pkcs11.GenerateKey(context.Background(), h.URI(fmt.Sprintf("bench-kek-%d", n), []byte{byte(n)}), bits, pkcs11.WithOAEPHash(crypto.SHA1))
+		if errors.Is(err, kek.ErrUnsupported) {
+			testenv.Missing(tb, "PKCS#11 support (cgo build)", "build with CGO_ENABLED=1 and a C compiler")
+		}
+		require.NoError(tb, err)
+		tb.Cleanup(func() { k.Close() })
+		return k
+	}
 }
 
 // keyringFile creates a keyring with versions DEK versions and returns its
@@ -65,6 +124,7 @@ func keyringFile(tb testing.TB, dir string, k kek.Wrapper, versions int) string 
 // unseal every DEK version) per KEK kind, beside the bare Unwrap.
 func BenchmarkKeyringOpen(b *testing.B) {
 	ctx := context.Background()
+	benchHSM = sync.OnceValue(func() *testenv.SoftHSM { return testenv.StartSoftHSM(b, "cachecrypt-bench") })
 	for _, kk := range keyringKEKs {
 		b.Run("kek="+kk.name+"/impl=cachecrypt", func(b *testing.B) {
 			dir := b.TempDir()
