@@ -157,6 +157,19 @@ func TestMaxNodesNearCapacity(t *testing.T) {
 	assert.GreaterOrEqual(t, n, bound/2, "retry-after+jitter should use at least half of it")
 }
 
+// TestSpreadStartsCountFromEachNode: a node's restart time runs from its
+// own start, and spreading starts under the limit avoids every 429.
+func TestSpreadStartsCountFromEachNode(t *testing.T) {
+	f := newFleet(t, 2)
+	cfg := DefaultConfig(3000) // 6,000 disks: three windows' worth
+	cfg.Spread = 40 * time.Second
+	r, err := f.Run(context.Background(), cfg, time.Second)
+	require.NoError(t, err)
+	assert.Greater(t, r.AllOpen, 30*time.Second, "the last node starts late")
+	assert.Less(t, r.Throttled, int64(600), "150 disks per second against 200 per second: few 429s")
+	assert.Greater(t, r.WithinBudget, 2500, "most nodes open within a second of their own start")
+}
+
 func TestValidate(t *testing.T) {
 	f := newFleet(t, 1)
 	for name, mutate := range map[string]func(*Config){
