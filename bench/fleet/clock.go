@@ -6,9 +6,9 @@ import (
 	"time"
 )
 
-// Clock is a virtual clock for goroutines: time stands still while any
-// goroutine it runs is working, and jumps to the next wake-up as soon as
-// every one of them sleeps. A simulated minute of retries then costs only
+// Clock is a virtual clock for goroutines: it runs them one at a time, time
+// stands still while one is working, and jumps to the next wake-up as soon
+// as every one of them sleeps. A simulated minute of retries then costs only
 // the CPU time of the work done in it. Start goroutines with Go, wait with
 // Sleep, and call Wait once to let them run to completion: until then time
 // stands still, so goroutines started early cannot run ahead of the ones
@@ -36,23 +36,31 @@ func (c *Clock) Now() time.Duration {
 	return c.now
 }
 
-// Go runs f in a goroutine that the clock waits for.
+// Go runs f in a goroutine that the clock waits for. The goroutine starts
+// when the clock schedules it, after those started before it.
 func (c *Clock) Go(f func()) {
+	ch := make(chan struct{})
 	c.mu.Lock()
-	c.active++
+	c.push(c.now, ch)
 	c.mu.Unlock()
 	go func() {
+		<-ch
 		defer c.exit()
 		f()
 	}()
+}
+
+// push queues a wake-up at at; the caller holds c.mu.
+func (c *Clock) push(at time.Duration, wake chan struct{}) {
+	heap.Push(&c.sleeper, sleeper{at: at, seq: c.seq, wake: wake})
+	c.seq++
 }
 
 // Sleep blocks the calling goroutine for d of virtual time.
 func (c *Clock) Sleep(d time.Duration) {
 	ch := make(chan struct{})
 	c.mu.Lock()
-	heap.Push(&c.sleeper, sleeper{at: c.now + max(d, 0), seq: c.seq, wake: ch})
-	c.seq++
+	c.push(c.now+max(d, 0), ch)
 	c.active--
 	c.advance()
 	c.mu.Unlock()
@@ -77,8 +85,10 @@ func (c *Clock) exit() {
 	c.mu.Unlock()
 }
 
-// advance moves time to the earliest wake-up once nobody is active and
-// wakes every sleeper due then. The caller holds c.mu.
+// advance wakes the next goroutine once nobody is active: the earliest
+// wake-up, first queued first, moving time to it. Goroutines run one at a
+// time, so a simulation with seeded randomness is reproducible. The caller
+// holds c.mu.
 func (c *Clock) advance() {
 	if c.active > 0 {
 		return
@@ -91,12 +101,10 @@ func (c *Clock) advance() {
 		}
 		return
 	}
-	c.now = c.sleeper[0].at
-	for len(c.sleeper) > 0 && c.sleeper[0].at == c.now {
-		s := heap.Pop(&c.sleeper).(sleeper)
-		c.active++
-		close(s.wake)
-	}
+	s := heap.Pop(&c.sleeper).(sleeper)
+	c.now = s.at
+	c.active++
+	close(s.wake)
 }
 
 type sleeper struct {

@@ -170,6 +170,22 @@ func TestSpreadStartsCountFromEachNode(t *testing.T) {
 	assert.Greater(t, r.WithinBudget, 2500, "most nodes open within a second of their own start")
 }
 
+func TestReproducible(t *testing.T) {
+	f := newFleet(t, 2)
+	cfg := DefaultConfig(4000)
+	cfg.Policy = RetryAfterJitter
+	a, err := f.Run(context.Background(), cfg, time.Minute)
+	require.NoError(t, err)
+	b, err := f.Run(context.Background(), cfg, time.Minute)
+	require.NoError(t, err)
+	a.Wall, b.Wall = 0, 0
+	assert.Equal(t, a, b, "same seed, same result")
+	cfg.Seed++
+	c, err := f.Run(context.Background(), cfg, time.Minute)
+	require.NoError(t, err)
+	assert.NotEqual(t, a.NodeP50, c.NodeP50, "another seed draws other jitter")
+}
+
 func TestValidate(t *testing.T) {
 	f := newFleet(t, 1)
 	for name, mutate := range map[string]func(*Config){

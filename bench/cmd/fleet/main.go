@@ -45,6 +45,7 @@ func run(args []string) error {
 	capd := fs.Duration("cap", def.Cap, "backoff: largest ceiling of the jitter")
 	maxNodes := fs.Bool("max", true, "bisect the largest fleet each policy opens within -budget")
 	count429 := fs.Bool("count-429", false, "429 answers count against the limit too (Key Vault's older throttling guidance)")
+	markdown := fs.Bool("markdown", false, "print Markdown tables (for bench/README.md)")
 	seed := fs.Uint64("seed", def.Seed, "random seed of jitter and start times")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -69,7 +70,20 @@ func run(args []string) error {
 	fmt.Printf("vault: %d RSA operations per %s (sliding window), 429 + Retry-After beyond (429s count against the limit: %v); unwrapkey %s, 429 %s; %d CMK keyrings per node; budget %s\n\n",
 		cfg.Vault.Ops, cfg.Vault.Window, cfg.Vault.CountRejected, cfg.Vault.Latency, cfg.Vault.RejectLatency, cfg.DisksPerNode, *budget)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "nodes\tpolicy\tall disks open\tnode p50\tnode p99\tKEK calls/node\tvault requests/node\t429s\tnodes open in budget\tsim wall time\t")
+	row := func(cells ...string) {
+		if *markdown {
+			fmt.Fprintf(tw, "| %s |\n", strings.Join(cells, " | "))
+			return
+		}
+		fmt.Fprintf(tw, "%s\t\n", strings.Join(cells, "\t"))
+	}
+	if *markdown {
+		tw = tabwriter.NewWriter(os.Stdout, 0, 0, 0, ' ', 0)
+	}
+	row("nodes", "policy", "all disks open", "node p50", "node p99", "KEK calls/node", "vault requests/node", "429s", "nodes open in budget", "sim wall time")
+	if *markdown {
+		row("--:", "---", "--:", "--:", "--:", "--:", "--:", "--:", "--:", "--:")
+	}
 	for _, n := range sizes {
 		for _, p := range strings.Split(*policies, ",") {
 			c := cfg
@@ -78,8 +92,9 @@ func run(args []string) error {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%.2f\t%.2f\t%d\t%d\t%s\t\n", n, c.Policy, secs(r.AllOpen), secs(r.NodeP50), secs(r.NodeP99),
-				r.KEKCallsPerNode(), r.RequestsPerNode(), r.Throttled, r.WithinBudget, r.Wall.Round(time.Millisecond))
+			row(strconv.Itoa(n), string(c.Policy), secs(r.AllOpen), secs(r.NodeP50), secs(r.NodeP99),
+				fmt.Sprintf("%.2f", r.KEKCallsPerNode()), fmt.Sprintf("%.2f", r.RequestsPerNode()), strconv.FormatInt(r.Throttled, 10),
+				strconv.Itoa(r.WithinBudget), r.Wall.Round(time.Millisecond).String())
 		}
 	}
 	tw.Flush()
@@ -95,7 +110,11 @@ func run(args []string) error {
 		if err != nil {
 			return err
 		}
-		fmt.Printf("  %-20s %6d nodes (%.0f%% of the bound)\n", c.Policy, n, 100*float64(n)/float64(bound))
+		format := "  %-20s %6d nodes (%.0f%% of the bound)\n"
+		if *markdown {
+			format = "- `%s`: %d nodes (%.0f%% of the bound)\n"
+		}
+		fmt.Printf(format, c.Policy, n, 100*float64(n)/float64(bound))
 	}
 	return nil
 }
