@@ -101,8 +101,9 @@ func run(args []string) error {
 	if !*maxNodes {
 		return nil
 	}
-	bound := fleet.Capacity(cfg.Vault, cfg.DisksPerNode, *budget)
-	fmt.Printf("\nlargest fleet with every disk open within %s (bound at the vault's sustained rate: %d nodes)\n", *budget, bound)
+	// Starts spread over -spread give the vault that much more time.
+	bound := fleet.Capacity(cfg.Vault, cfg.DisksPerNode, *budget+cfg.Spread)
+	fmt.Printf("\nlargest fleet with every node's disks open within %s of its start (bound at the vault's sustained rate: %d nodes)\n", *budget, bound)
 	for _, p := range strings.Split(*policies, ",") {
 		c := cfg
 		c.Policy = fleet.Policy(strings.TrimSpace(p))
