@@ -200,8 +200,17 @@ func TestSVGWellFormed(t *testing.T) {
 			bars++
 		}
 	}
-	// 7 results with MB/s in testdata + the added one, plus the background.
-	assert.Equal(t, 9, bars)
+	// 7 results with MB/s in testdata + 4 drawn as ops/s (benchmarks
+	// without MB/s) + the added one, plus the background.
+	assert.Equal(t, 13, bars)
+}
+
+func TestChartUnit(t *testing.T) {
+	rs, _ := loadTestdata(t)
+	assert.Equal(t, unitMBs, chartUnit(byTop(rs, "StreamSeal")))
+	keyring := byTop(rs, "KeyringOpen")
+	assert.Equal(t, unitOpsPerSec, chartUnit(keyring))
+	assert.InDelta(t, 1e9/60000, chartValue(keyring[0], unitOpsPerSec), 1e-9)
 }
 
 func TestReplaceSection(t *testing.T) {

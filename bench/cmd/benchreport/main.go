@@ -204,7 +204,7 @@ func writeReport(out, header string, results []Result) error {
 	if err := WriteCSV(&csv, results); err != nil {
 		return err
 	}
-	if err := WriteSVG(&svg, "cachecrypt throughput, median MB/s", results); err != nil {
+	if err := WriteSVG(&svg, "cachecrypt throughput (median; MB/s, or operations per second)", results); err != nil {
 		return err
 	}
 	for name, b := range map[string][]byte{"report.md": md.Bytes(), "results.csv": csv.Bytes(), "chart.svg": svg.Bytes()} {
@@ -239,7 +239,7 @@ func updateReadme(dir, header string, results []Result) error {
 		return fmt.Errorf("benchreport: -readme: %s: %w", path, err)
 	}
 	var svg bytes.Buffer
-	if err := WriteSVG(&svg, "cachecrypt throughput, median MB/s", results); err != nil {
+	if err := WriteSVG(&svg, "cachecrypt throughput (median; MB/s, or operations per second)", results); err != nil {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "figures.svg"), svg.Bytes(), 0o644); err != nil {

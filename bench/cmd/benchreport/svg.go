@@ -37,28 +37,31 @@ func implColor(impl string) string {
 	return peers[(h%len(peers)+len(peers))%len(peers)]
 }
 
-// WriteSVG draws horizontal bars of throughput (median MB/s): one panel per
-// benchmark with its own scale, one block per configuration and GOMAXPROCS
+// WriteSVG draws horizontal bars of throughput (median MB/s, or operations
+// per second for a benchmark without MB/s): one panel per benchmark with its
+// own scale, one block per configuration and GOMAXPROCS
 // of ours, holding our bar and, beside it, the bar of each baseline it was
 // compared with (the limit, plain I/O, the peers). Results that are neither
-// ours nor a baseline of ours get blocks of their own. Results without MB/s
-// are left out. title heads the chart.
+// ours nor a baseline of ours get blocks of their own. title heads the
+// chart.
 func WriteSVG(w io.Writer, title string, results []Result) error {
 	var body bytes.Buffer
 	y := 30
 	text(&body, 10, y, "title", title)
 	y += 12
 	for _, top := range tops(results) {
-		blocks := chartBlocks(byTop(results, top))
+		rs := byTop(results, top)
+		unit := chartUnit(rs)
+		blocks := chartBlocks(rs, unit)
 		if len(blocks) == 0 {
 			continue
 		}
 		y += 26
-		text(&body, 10, y, "panel", top+" (MB/s)")
+		text(&body, 10, y, "panel", top+" ("+unit+")")
 		peak := 0.0
 		for _, b := range blocks {
 			for _, r := range b.bars {
-				peak = max(peak, r.Metrics[unitMBs])
+				peak = max(peak, chartValue(r, unit))
 			}
 		}
 		for _, b := range blocks {
@@ -66,7 +69,7 @@ func WriteSVG(w io.Writer, title string, results []Result) error {
 			text(&body, 20, y, "group", b.label)
 			y += 6
 			for _, r := range b.bars {
-				v := r.Metrics[unitMBs]
+				v := chartValue(r, unit)
 				width := int(float64(svgBarMax)*v/peak + 0.5)
 				fmt.Fprintf(&body, `<text x="%d" y="%d" class="impl">%s</text>`+"\n", svgLabelX, y+svgBarH-3, esc(orDash(r.Impl)))
 				fmt.Fprintf(&body, `<rect x="%d" y="%d" width="%d" height="%d" fill="%s"/>`+"\n", svgBarX, y, max(width, 1), svgBarH, implColor(r.Impl))
@@ -94,7 +97,7 @@ type block struct {
 // chartBlocks groups the results of one benchmark that have MB/s: our
 // results of a configuration and GOMAXPROCS with their baselines, then
 // every result no block has shown yet.
-func chartBlocks(rs []Result) []block {
+func chartBlocks(rs []Result, unit string) []block {
 	type id struct {
 		name  string
 		procs int
@@ -106,7 +109,7 @@ func chartBlocks(rs []Result) []block {
 	shown := map[id]bool{}
 	var blocks []block
 	add := func(label string, r Result) {
-		if r.Metrics[unitMBs] <= 0 {
+		if chartValue(r, unit) <= 0 {
 			return
 		}
 		shown[id{r.Name, r.Procs}] = true
@@ -135,6 +138,30 @@ func chartBlocks(rs []Result) []block {
 		}
 	}
 	return blocks
+}
+
+// unitOpsPerSec is what the chart draws for a benchmark none of whose
+// results has MB/s (such as a keyring open): 1e9 / ns/op.
+const unitOpsPerSec = "ops/s"
+
+// chartUnit is MB/s if any result of the benchmark has it, else ops/s.
+func chartUnit(rs []Result) string {
+	for _, r := range rs {
+		if r.Metrics[unitMBs] > 0 {
+			return unitMBs
+		}
+	}
+	return unitOpsPerSec
+}
+
+func chartValue(r Result, unit string) float64 {
+	if unit == unitMBs {
+		return r.Metrics[unitMBs]
+	}
+	if ns := r.Metrics[unitNsOp]; ns > 0 {
+		return 1e9 / ns
+	}
+	return 0
 }
 
 // barNote adds our ratio to the limit after the value, when known.
