@@ -169,12 +169,12 @@ func (f *Fleet) Run(ctx context.Context, cfg Config, budget time.Duration) (Resu
 	for n := range cfg.Nodes {
 		delay := time.Duration(0)
 		if cfg.Spread > 0 {
-			delay = time.Duration(rand.New(rand.NewPCG(cfg.Seed, uint64(n))).Int64N(int64(cfg.Spread)))
+			delay = time.Duration(rand.New(rand.NewPCG(cfg.Seed, uint64(n)<<1)).Int64N(int64(cfg.Spread))) // even streams: start times
 		}
 		starts[n] = delay
 		for d := range cfg.DisksPerNode {
 			i := n*cfg.DisksPerNode + d
-			u := &throttledKEK{sim: s, rng: rand.New(rand.NewPCG(cfg.Seed, uint64(i)))}
+			u := &throttledKEK{sim: s, rng: rand.New(rand.NewPCG(cfg.Seed, uint64(i)<<1|1))} // odd streams: jitter
 			s.clock.Go(func() {
 				s.clock.Sleep(delay)
 				kr, err := dek.Open(ctx, f.paths[d], u)

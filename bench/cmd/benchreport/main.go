@@ -189,9 +189,13 @@ func describe(cfg config, env Env, start time.Time) string {
 	if cpu == "" {
 		cpu = "unknown CPU"
 	}
-	return fmt.Sprintf("%s; %s, %d cores, %s %s/%s; GOMAXPROCS %s in separate processes; median of %d run(s), -benchtime %s, -bench %q.",
+	s := fmt.Sprintf("%s; %s, %d cores, %s %s/%s; GOMAXPROCS %s in separate processes; median of %d run(s), -benchtime %s, -bench %q.",
 		start.UTC().Format("2006-01-02 15:04 MST"), cpu, runtime.NumCPU(), runtime.Version(), env.GOOS, env.GOARCH,
 		strings.Join(procs, " and "), cfg.count, cfg.benchtime, cfg.bench)
+	if cfg.from != "" {
+		s += fmt.Sprintf(" Rebuilt from the raw output saved in %s (the run settings are the flags given now).", cfg.from)
+	}
+	return s
 }
 
 func writeReport(out, header string, results []Result) error {
