@@ -13,6 +13,8 @@ need_apt=()
 command -v redis-server    >/dev/null || need_apt+=(redis-server)
 command -v redis-benchmark >/dev/null || need_apt+=(redis-tools)
 [ -e /usr/lib/softhsm/libsofthsm2.so ] && command -v softhsm2-util >/dev/null || need_apt+=(softhsm2)
+[ -e /usr/lib/x86_64-linux-gnu/pkcs11-spy.so ] || need_apt+=(opensc-pkcs11) # counts PKCS#11 logins in tests
+command -v gcc >/dev/null || need_apt+=(gcc libc6-dev)                      # cgo, for crypto11
 if [ ${#need_apt[@]} -gt 0 ]; then
 	echo "== installing ${need_apt[*]} (Debian packages)"
 	SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

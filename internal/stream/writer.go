@@ -1,0 +1,261 @@
+package stream
+
+import (
+	"crypto/rand"
+	"fmt"
+	"io"
+
+	"github.com/klauspost/compress/s2"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Writer encrypts a stream. Write the plaintext, then Close to seal the
+// final segment. A Writer is not safe for concurrent use; it runs its own
+// sealing goroutines internally. After an error every later call returns it.
+type Writer struct {
+	seg *segWriter
+	z   io.WriteCloser // compressor in front of seg, or nil
+	err error
+}
+
+// NewWriter writes the header of a new stream to dst and returns a Writer
+// for its plaintext. The stream uses keys' active DEK version, a fresh
+// random salt, and purpose, which a Reader must name to open it.
+func NewWriter(dst io.Writer, keys Keys, purpose string, opts Options) (*Writer, error) {
+	seg, err := opts.segmentSize()
+	if err != nil {
+		return nil, fmt.Errorf("stream.NewWriter: %w", err)
+	}
+	h := Header{Purpose: purpose, DiskID: keys.DiskID(), DEKVersion: keys.Active(), SegmentSize: seg, Compression: opts.Compression}
+	if err := h.check(); err != nil {
+		return nil, fmt.Errorf("stream.NewWriter: %w", err)
+	}
+	rand.Read(h.Salt[:])
+	aead, err := newAEAD(keys, h)
+	if err != nil {
+		return nil, fmt.Errorf("stream.NewWriter: %w", err)
+	}
+	hdr := h.Marshal()
+	if _, err := dst.Write(hdr); err != nil {
+		return nil, fmt.Errorf("stream.NewWriter: write header: %w", err)
+	}
+	conc := concurrency(opts.Concurrency)
+	batch := batchSegments(seg, conc)
+	sw := &segWriter{
+		dst: dst, seg: seg, c: newCrypter(aead, hdr, batch, conc),
+		buf: make([]byte, batch*seg+1),
+		out: make([]byte, batch*(seg+TagSize)),
+	}
+	w := &Writer{seg: sw}
+	switch opts.Compression {
+	case Zstd:
+		w.z, err = zstd.NewWriter(sw, zstd.WithEncoderConcurrency(conc))
+	case S2:
+		w.z = s2.NewWriter(sw, s2.WriterConcurrency(conc))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stream.NewWriter: %w", err)
+	}
+	return w, nil
+}
+
+// Write encrypts p. Whole segments are sealed straight from p; only the
+// unsealed tail (at most one batch of segments) is copied. p is not
+// retained.
+func (w *Writer) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	var n int
+	if w.z != nil {
+		n, w.err = w.z.Write(p)
+	} else {
+		n, w.err = w.seg.Write(p)
+	}
+	if w.err != nil {
+		w.err = fmt.Errorf("stream.Writer.Write: %w", w.err)
+	}
+	return n, w.err
+}
+
+// ReadFrom encrypts everything r yields until io.EOF, reading straight into
+// the Writer's segment buffer. It does not seal the final segment: call
+// Close.
+func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	var n int64
+	if w.z != nil {
+		n, w.err = io.Copy(w.z, r)
+	} else {
+		n, w.err = w.seg.readFrom(r)
+	}
+	if w.err != nil {
+		w.err = fmt.Errorf("stream.Writer.ReadFrom: %w", w.err)
+	}
+	return n, w.err
+}
+
+// Close seals the buffered segments and the final one, and writes them. It
+// does not close the destination. A second Close returns ErrClosed.
+func (w *Writer) Close() error {
+	if w.err != nil {
+		return w.err
+	}
+	if w.z != nil {
+		if err := w.z.Close(); err != nil {
+			w.err = fmt.Errorf("stream.Writer.Close: %w", err)
+			return w.err
+		}
+	}
+	if err := w.seg.close(); err != nil {
+		w.err = fmt.Errorf("stream.Writer.Close: %w", err)
+		return w.err
+	}
+	w.err = fmt.Errorf("stream.Writer: %w", ErrClosed)
+	return nil
+}
+
+// segWriter cuts plaintext into segments and seals them in batches.
+//
+// Invariant between calls: buf[:n] holds the plaintext not yet sealed,
+// n <= len(buf)-1. A segment is sealed only once a byte after it is known,
+// so the final segment (flagged last) is always still buffered at close,
+// full when the plaintext is a multiple of the segment size.
+type segWriter struct {
+	dst   io.Writer
+	seg   int
+	c     *crypter
+	buf   []byte // batch*seg + 1 bytes
+	n     int
+	out   []byte // batch sealed segments
+	index int64  // index of the next segment to seal
+}
+
+// capacity is the most plaintext kept between calls.
+func (s *segWriter) capacity() int { return len(s.buf) - 1 }
+
+func (s *segWriter) Write(p []byte) (int, error) {
+	total := len(p)
+	if s.n+len(p) <= s.capacity() {
+		s.n += copy(s.buf[s.n:], p)
+		return total, nil
+	}
+	// Complete the buffered partial segment, then seal the buffered
+	// segments together with the first whole segments of p.
+	if r := s.n % s.seg; r != 0 {
+		c := copy(s.buf[s.n:s.n+s.seg-r], p)
+		s.n += c
+		p = p[c:]
+	}
+	batch := len(s.c.units)
+	for len(p) > 0 {
+		k := 0
+		for off := 0; off < s.n; off += s.seg {
+			s.c.units[k].src = s.buf[off : off+s.seg]
+			k++
+		}
+		s.n = 0
+		for k < batch && len(p) > s.seg {
+			s.c.units[k].src = p[:s.seg]
+			p = p[s.seg:]
+			k++
+		}
+		if err := s.seal(k, false); err != nil {
+			return total - len(p), err
+		}
+		if len(p) <= s.seg {
+			break
+		}
+	}
+	s.n = copy(s.buf, p)
+	return total, nil
+}
+
+func (s *segWriter) readFrom(r io.Reader) (int64, error) {
+	var total int64
+	for {
+		m, err := io.ReadFull(r, s.buf[s.n:])
+		s.n += m
+		total += int64(m)
+		if err == nil { // buf full: every whole segment has a byte after it
+			k := (len(s.buf) - 1) / s.seg
+			if err := s.sealBuffered(k, false); err != nil {
+				return total, err
+			}
+			continue
+		}
+		if err != io.EOF && err != io.ErrUnexpectedEOF {
+			return total, err
+		}
+		if s.n > 0 {
+			return total, s.sealBuffered((s.n-1)/s.seg, false)
+		}
+		return total, nil
+	}
+}
+
+// sealBuffered seals the first k segments of buf and moves the rest of
+// buf[:n] (at most one segment, or one byte) to its front.
+func (s *segWriter) sealBuffered(k int, last bool) error {
+	for i := range k {
+		s.c.units[i].src = s.buf[i*s.seg : (i+1)*s.seg]
+	}
+	if err := s.seal(k, last); err != nil {
+		return err
+	}
+	s.n = copy(s.buf, s.buf[k*s.seg:s.n])
+	return nil
+}
+
+// close seals everything buffered, the final segment flagged last.
+func (s *segWriter) close() error {
+	batch := len(s.c.units)
+	for {
+		k := 0
+		off := 0
+		for ; k < batch && s.n-off > s.seg; k++ {
+			s.c.units[k].src = s.buf[off : off+s.seg]
+			off += s.seg
+		}
+		last := s.n-off <= s.seg && k < batch
+		if last {
+			s.c.units[k].src = s.buf[off:s.n]
+			k++
+		}
+		if err := s.seal(k, last); err != nil {
+			return err
+		}
+		if last {
+			s.n = 0
+			return nil
+		}
+		s.n = copy(s.buf, s.buf[off:s.n])
+	}
+}
+
+// seal seals units[:k] (srcs set by the caller) as the next k segments, the
+// last of them flagged last if last is set, and writes them to dst.
+func (s *segWriter) seal(k int, last bool) error {
+	if k == 0 {
+		return nil
+	}
+	if s.index+int64(k) > MaxSegments {
+		return fmt.Errorf("stream exceeds %d segments of %d bytes; use a larger segment size", int64(MaxSegments), s.seg)
+	}
+	size := 0
+	for i := range k {
+		u := &s.c.units[i]
+		u.setNonce(uint32(s.index+int64(i)), last && i == k-1)
+		u.dst = s.out[size:size]
+		size += len(u.src) + TagSize
+	}
+	s.c.do(k, false, nil)
+	for i := range k {
+		s.c.units[i].src = nil
+	}
+	s.index += int64(k)
+	_, err := s.dst.Write(s.out[:size])
+	return err
+}
