@@ -21,7 +21,7 @@ import (
 func BenchmarkAOFAppend(b *testing.B) {
 	for _, size := range []int{64, 256, 4096} {
 		rec := bytes.Repeat([]byte("z"), size)
-		b.Run(fmt.Sprintf("%d/os.File", size), func(b *testing.B) {
+		b.Run(fmt.Sprintf("rec=%dB/impl=plain", size), func(b *testing.B) {
 			f, err := os.Create(filepath.Join(b.TempDir(), "appendonly.aof"))
 			if err != nil {
 				b.Fatal(err)
@@ -34,7 +34,7 @@ func BenchmarkAOFAppend(b *testing.B) {
 				}
 			}
 		})
-		b.Run(fmt.Sprintf("%d/aof", size), func(b *testing.B) {
+		b.Run(fmt.Sprintf("rec=%dB/impl=cachecrypt", size), func(b *testing.B) {
 			keys, err := dek.Create(context.Background(), filepath.Join(b.TempDir(), "keyring"), "bench", kektest.New("bench"))
 			if err != nil {
 				b.Fatal(err)

@@ -97,7 +97,7 @@ func randKey(n int) []byte {
 }
 
 var pageCiphers = []pageCipher{
-	{"gcm", func() (func([]byte, []byte, uint64) []byte, func([]byte, []byte, uint64) error) {
+	{"rawgcm", func() (func([]byte, []byte, uint64) []byte, func([]byte, []byte, uint64) error) {
 		block, _ := aes.NewCipher(randKey(32))
 		g, _ := cipher.NewGCM(block)
 		nonce := make([]byte, 12)
@@ -153,12 +153,12 @@ func loopParallel(b *testing.B, newOp func() func(i int64)) {
 
 func BenchmarkNVMe(b *testing.B) {
 	for _, pc := range pageCiphers {
-		b.Run(pc.name+"-seal", func(b *testing.B) {
+		b.Run("op=seal/impl="+pc.name, func(b *testing.B) {
 			seal, _ := pc.new()
 			p, dst := make([]byte, nvmePageSize), make([]byte, nvmePageSize+pc.over)
 			loop(b, func(int64) { seal(dst, p, 7) })
 		})
-		b.Run(pc.name+"-open", func(b *testing.B) {
+		b.Run("op=open/impl="+pc.name, func(b *testing.B) {
 			seal, open := pc.new()
 			p := make([]byte, nvmePageSize)
 			ct := seal(make([]byte, nvmePageSize+pc.over), p, 7)
@@ -172,7 +172,7 @@ func BenchmarkNVMe(b *testing.B) {
 	for _, d := range nvmeDevs {
 		for _, pc := range pageCiphers {
 			slot := int64(nvmePageSize + pc.over)
-			b.Run(pc.name+"-write/"+d.name, func(b *testing.B) {
+			b.Run("op=write/dev="+d.name+"/impl="+pc.name, func(b *testing.B) {
 				dev, _ := d.open(b)
 				seal, _ := pc.new()
 				p, buf := make([]byte, nvmePageSize), make([]byte, slot)
@@ -181,7 +181,7 @@ func BenchmarkNVMe(b *testing.B) {
 					dev.WriteAt(seal(buf, p, uint64(pg)), pg*slot)
 				})
 			})
-			b.Run(pc.name+"-read/"+d.name, func(b *testing.B) {
+			b.Run("op=read/dev="+d.name+"/impl="+pc.name, func(b *testing.B) {
 				dev, _ := d.open(b)
 				seal, open := pc.new()
 				p, buf := make([]byte, nvmePageSize), make([]byte, slot)
@@ -197,7 +197,7 @@ func BenchmarkNVMe(b *testing.B) {
 				})
 			})
 		}
-		b.Run("nvme-write/"+d.name, func(b *testing.B) {
+		b.Run("op=write/dev="+d.name+"/impl=cachecrypt", func(b *testing.B) {
 			s := nvmeStore(b, d)
 			p := make([]byte, nvmePageSize)
 			loop(b, func(i int64) {
@@ -206,7 +206,7 @@ func BenchmarkNVMe(b *testing.B) {
 				}
 			})
 		})
-		b.Run("nvme-read/"+d.name, func(b *testing.B) {
+		b.Run("op=read/dev="+d.name+"/impl=cachecrypt", func(b *testing.B) {
 			s := nvmeStore(b, d)
 			p := make([]byte, nvmePageSize)
 			loop(b, func(i int64) {
@@ -221,14 +221,14 @@ func BenchmarkNVMe(b *testing.B) {
 // BenchmarkNVMeParallel runs the same operations from GOMAXPROCS goroutines.
 func BenchmarkNVMeParallel(b *testing.B) {
 	for _, pc := range pageCiphers {
-		b.Run(pc.name+"-seal", func(b *testing.B) {
+		b.Run("op=seal/impl="+pc.name, func(b *testing.B) {
 			seal, _ := pc.new()
 			loopParallel(b, func() func(int64) {
 				p, dst := make([]byte, nvmePageSize), make([]byte, nvmePageSize+pc.over)
 				return func(int64) { seal(dst, p, 7) }
 			})
 		})
-		b.Run(pc.name+"-open", func(b *testing.B) {
+		b.Run("op=open/impl="+pc.name, func(b *testing.B) {
 			seal, open := pc.new()
 			ct := seal(make([]byte, nvmePageSize+pc.over), make([]byte, nvmePageSize), 7)
 			loopParallel(b, func() func(int64) {
@@ -242,7 +242,7 @@ func BenchmarkNVMeParallel(b *testing.B) {
 		})
 	}
 	for _, d := range nvmeDevs {
-		b.Run("nvme-write/"+d.name, func(b *testing.B) {
+		b.Run("op=write/dev="+d.name+"/impl=cachecrypt", func(b *testing.B) {
 			s := nvmeStore(b, d)
 			loopParallel(b, func() func(int64) {
 				p := make([]byte, nvmePageSize)
@@ -253,7 +253,7 @@ func BenchmarkNVMeParallel(b *testing.B) {
 				}
 			})
 		})
-		b.Run("nvme-read/"+d.name, func(b *testing.B) {
+		b.Run("op=read/dev="+d.name+"/impl=cachecrypt", func(b *testing.B) {
 			s := nvmeStore(b, d)
 			loopParallel(b, func() func(int64) {
 				p := make([]byte, nvmePageSize)

@@ -114,8 +114,8 @@ var variants = []variant{
 	{"seg=16KiB", 16 << 10, stream.None},
 	{"seg=64KiB", 64 << 10, stream.None},
 	{"seg=1MiB", 1 << 20, stream.None},
-	{"seg=64KiB,zstd", 64 << 10, stream.Zstd},
-	{"seg=64KiB,s2", 64 << 10, stream.S2},
+	{"seg=64KiB/zstd", 64 << 10, stream.Zstd},
+	{"seg=64KiB/s2", 64 << 10, stream.S2},
 }
 
 func sealCachecrypt(dst io.Writer, v variant) error {
@@ -149,11 +149,11 @@ func tinkAEAD(b *testing.B, name string) tink.StreamingAEAD {
 	return a
 }
 
-func BenchmarkSeal(b *testing.B) {
-	b.Run("ceiling/1-goroutine", func(b *testing.B) { ceiling(b, 1, false) })
-	b.Run("ceiling/all-cores", func(b *testing.B) { ceiling(b, runtime.GOMAXPROCS(0), false) })
+func BenchmarkStreamSeal(b *testing.B) {
+	b.Run("goroutines=1/impl=rawgcm", func(b *testing.B) { ceiling(b, 1, false) })
+	b.Run("impl=rawgcm", func(b *testing.B) { ceiling(b, runtime.GOMAXPROCS(0), false) })
 	for _, v := range variants {
-		b.Run("cachecrypt/"+v.name, func(b *testing.B) {
+		b.Run(v.name+"/impl=cachecrypt", func(b *testing.B) {
 			b.SetBytes(streamSize)
 			b.ReportAllocs()
 			for b.Loop() {
@@ -163,7 +163,7 @@ func BenchmarkSeal(b *testing.B) {
 			}
 		})
 	}
-	b.Run("minio-sio/DARE2-AES256GCM", func(b *testing.B) {
+	b.Run("seg=64KiB/impl=sio", func(b *testing.B) {
 		b.SetBytes(streamSize)
 		b.ReportAllocs()
 		for b.Loop() {
@@ -178,7 +178,7 @@ func BenchmarkSeal(b *testing.B) {
 		}
 	})
 	for _, t := range []string{"1MB", "4KB"} {
-		b.Run("tink/AES256-GCM-HKDF-"+t, func(b *testing.B) {
+		b.Run(map[string]string{"1MB": "seg=1MiB", "4KB": "seg=4KiB"}[t]+"/impl=tink", func(b *testing.B) {
 			a := tinkAEAD(b, t)
 			b.SetBytes(streamSize)
 			b.ReportAllocs()
@@ -196,11 +196,11 @@ func BenchmarkSeal(b *testing.B) {
 	}
 }
 
-func BenchmarkOpen(b *testing.B) {
-	b.Run("ceiling/1-goroutine", func(b *testing.B) { ceiling(b, 1, true) })
-	b.Run("ceiling/all-cores", func(b *testing.B) { ceiling(b, runtime.GOMAXPROCS(0), true) })
+func BenchmarkStreamOpen(b *testing.B) {
+	b.Run("goroutines=1/impl=rawgcm", func(b *testing.B) { ceiling(b, 1, true) })
+	b.Run("impl=rawgcm", func(b *testing.B) { ceiling(b, runtime.GOMAXPROCS(0), true) })
 	for _, v := range variants {
-		b.Run("cachecrypt/"+v.name, func(b *testing.B) {
+		b.Run(v.name+"/impl=cachecrypt", func(b *testing.B) {
 			var ct bytes.Buffer
 			if err := sealCachecrypt(&ct, v); err != nil {
 				b.Fatal(err)
@@ -219,7 +219,7 @@ func BenchmarkOpen(b *testing.B) {
 			}
 		})
 	}
-	b.Run("minio-sio/DARE2-AES256GCM", func(b *testing.B) {
+	b.Run("seg=64KiB/impl=sio", func(b *testing.B) {
 		var ct bytes.Buffer
 		w, _ := sio.EncryptWriter(&ct, sioConfig())
 		w.Write(plaintext)
@@ -237,7 +237,7 @@ func BenchmarkOpen(b *testing.B) {
 		}
 	})
 	for _, t := range []string{"1MB", "4KB"} {
-		b.Run("tink/AES256-GCM-HKDF-"+t, func(b *testing.B) {
+		b.Run(map[string]string{"1MB": "seg=1MiB", "4KB": "seg=4KiB"}[t]+"/impl=tink", func(b *testing.B) {
 			a := tinkAEAD(b, t)
 			var ct bytes.Buffer
 			w, _ := a.NewEncryptingWriter(&ct, nil)
