@@ -65,10 +65,18 @@ type SoftHSM struct {
 // be parallel), and initialises one token labelled label.
 func StartSoftHSM(t testing.TB, label string) *SoftHSM {
 	t.Helper()
+	// Not t.TempDir: its path holds the test's name, and SoftHSM's config
+	// parser cuts a value at the first '=', which sub-test names such as
+	// "kek=pkcs11" contain.
+	dir, err := os.MkdirTemp("", "softhsm-")
+	if err != nil {
+		t.Fatalf("testenv.StartSoftHSM: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	h := &SoftHSM{
 		Module: SoftHSMModule(t),
 		util:   LookPath(t, "softhsm2-util", SoftHSMInstall),
-		dir:    t.TempDir(),
+		dir:    dir,
 		Label:  label,
 		pin:    randomPIN(),
 		soPIN:  randomPIN(),
