@@ -86,7 +86,7 @@ func newReader(src io.ReaderAt, size int64, keys Keys, purpose string) (*Reader,
 		return nil, fmt.Errorf("stream has %d segments, more than %d: %w", nseg, int64(MaxSegments), ErrFormat)
 	}
 	conc := concurrency(0)
-	batch := int(min(int64(batchSegments(int(seg), conc)), nseg))
+	batch := int(min(int64(readerBatch(int(seg), conc)), nseg))
 	r := &Reader{
 		src: src, hdr: h, hdrLen: int64(n), seg: seg, nseg: nseg,
 		size:   (nseg-1)*seg + lastCT - TagSize,
