@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cachecrypt/cachecrypt/kek"
+	"github.com/cachecrypt/cachecrypt/nvme"
 )
 
 // Tier is the service tier of a cache instance. Only the Flash Optimized
@@ -68,6 +69,12 @@ type Config struct {
 	Tier Tier
 	// Encryption of the persistence and OS disks; zero means MMK.
 	Encryption Encryption
+	// Flash configures the NVMe page store of the Flash Optimized tier
+	// (ignored on other tiers). Its page key lives only in memory and dies
+	// with the process; Flash.KEK may only be nil or the MMK: a CMK fails
+	// with ErrUnsupported. Zero Pages means 65536 pages (256 MiB of 4 KiB).
+	Flash nvme.Options
+
 	// Previous lists other KEKs that may still wrap a disk, for an Open
 	// after a CMK-to-CMK switch was interrupted by a crash. The MMK is
 	// always tried; it need not be listed.
@@ -83,6 +90,10 @@ type Config struct {
 	// ErrRevoked (or ErrKEKUnavailable) until access returns. Zero means
 	// ten minutes.
 	RevocationGrace time.Duration
+
+	// RefreshInterval is how often the probe loop calls RefreshKEK to
+	// follow a KEK that moved to a new version. Zero means one hour.
+	RefreshInterval time.Duration
 
 	// Logger receives an event record for every key operation; nil uses
 	// slog.Default(). Key bytes are never logged.
@@ -101,11 +112,17 @@ func (c *Config) setDefaults(dir string) {
 	if c.PlatformKeyFile == "" {
 		c.PlatformKeyFile = dir + "/platform/mmk.key"
 	}
+	if c.Tier == FlashOptimized && c.Flash.Pages == 0 {
+		c.Flash.Pages = 65536
+	}
 	if c.ProbeInterval == 0 {
 		c.ProbeInterval = time.Minute
 	}
 	if c.RevocationGrace == 0 {
 		c.RevocationGrace = 10 * time.Minute
+	}
+	if c.RefreshInterval == 0 {
+		c.RefreshInterval = time.Hour
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -14,6 +14,8 @@ import (
 
 	"github.com/cachecrypt/cachecrypt/dek"
 	"github.com/cachecrypt/cachecrypt/kek"
+	"github.com/cachecrypt/cachecrypt/nvme"
+	"github.com/cachecrypt/cachecrypt/osdisk"
 )
 
 // Disk names, also the names of their directories under the instance's.
@@ -40,8 +42,10 @@ type Instance struct {
 	admin sync.Mutex // serializes SetEncryption, RotateDEK, Probe, Close
 
 	mu           sync.RWMutex
-	kek          kek.KEK // the KEK of the persistent disks now
-	disks        []*disk // persistence and OS disks, in that order
+	kek          kek.KEK     // the KEK of the persistent disks now
+	disks        []*disk     // persistence and OS disks, in that order
+	flash        *nvme.Store // Flash tier only
+	scratch      *osdisk.Disk
 	lastCheck    time.Time
 	failingSince time.Time
 	failedClosed error // non-nil while the instance has failed closed
@@ -85,6 +89,16 @@ func Open(ctx context.Context, dir string, cfg Config) (*Instance, error) {
 		}
 		i.disks = append(i.disks, d)
 	}
+	if i.scratch, err = osdisk.New(i.DiskDir(DiskOS), i.disks[1].keyring); err != nil {
+		i.closeDisks()
+		return nil, fmt.Errorf("cachecrypt.Open: %w", err)
+	}
+	if cfg.Tier == FlashOptimized {
+		if i.flash, err = i.openFlash(); err != nil {
+			i.closeDisks()
+			return nil, fmt.Errorf("cachecrypt.Open: %w", err)
+		}
+	}
 	i.lastCheck = cfg.now()
 	if cfg.ProbeInterval > 0 {
 		i.done.Add(1)
@@ -92,6 +106,26 @@ func Open(ctx context.Context, dir string, cfg Config) (*Instance, error) {
 	}
 	return i, nil
 }
+
+// openFlash opens the NVMe page store. Its key is drawn afresh: pages of
+// an earlier process read as nvme.ErrNotWritten.
+func (i *Instance) openFlash() (*nvme.Store, error) {
+	dir := filepath.Join(i.dir, DiskNVMe)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	opts := i.cfg.Flash
+	return nvme.Open(filepath.Join(dir, "pages"), &opts)
+}
+
+// Scratch returns the encrypted scratch area of the OS disk: export
+// staging and temporary files (osdisk.Disk.CreateTemp). The instance owns
+// it: do not Close it.
+func (i *Instance) Scratch() *osdisk.Disk { return i.scratch }
+
+// Flash returns the NVMe page store of a Flash Optimized instance, or nil
+// on other tiers. Wrap it in nvme.NewSpill to keep cold values there.
+func (i *Instance) Flash() *nvme.Store { return i.flash }
 
 // resolve returns the KEK of an encryption setting.
 func (i *Instance) resolve(e Encryption) kek.KEK {
@@ -204,5 +238,8 @@ func (i *Instance) Close() error {
 func (i *Instance) closeDisks() {
 	for _, d := range i.disks {
 		d.keyring.Close()
+	}
+	if i.flash != nil {
+		i.flash.Close()
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cachecrypt/cachecrypt/kek"
 	"github.com/cachecrypt/cachecrypt/kek/kektest"
+	"github.com/cachecrypt/cachecrypt/nvme"
 	"github.com/stretchr/testify/require"
 )
 
@@ -274,4 +275,33 @@ func crashChild(t *testing.T) {
 	require.NoError(t, i.SetEncryption(context.Background(), CustomerManaged(cmk)))
 	i.step("done")
 	time.Sleep(time.Hour)
+}
+
+func TestFlashTierSpillsToEncryptedNVMe(t *testing.T) {
+	dir := t.TempDir()
+	i := open(t, dir, noProbe(Config{Tier: FlashOptimized, Flash: nvme.Options{Pages: 64}}))
+	sp := nvme.NewSpill(i.Flash())
+	require.NoError(t, sp.Put("cold:1", []byte("a cold value")))
+	got, err := sp.Get("cold:1")
+	require.NoError(t, err)
+	require.Equal(t, []byte("a cold value"), got)
+	raw, err := os.ReadFile(filepath.Join(dir, DiskNVMe, "pages"))
+	require.NoError(t, err)
+	require.NotContains(t, string(raw), "a cold value")
+	i.Close()
+
+	// A restart: the page key died with the instance.
+	again := open(t, dir, noProbe(Config{Tier: FlashOptimized, Flash: nvme.Options{Pages: 64}}))
+	err = again.Flash().ReadPage(0, make([]byte, again.Flash().PageSize()))
+	require.ErrorIs(t, err, nvme.ErrNotWritten)
+}
+
+func TestFlashRefusesCMK(t *testing.T) {
+	_, err := Open(context.Background(), t.TempDir(), noProbe(Config{Tier: FlashOptimized,
+		Flash: nvme.Options{Pages: 16, KEK: kektest.New("cmk")}}))
+	require.ErrorIs(t, err, ErrUnsupported)
+	require.ErrorContains(t, err, "ephemeral")
+
+	i := open(t, t.TempDir(), noProbe(Config{Tier: Balanced}))
+	require.Nil(t, i.Flash(), "no NVMe disk outside the Flash tier")
 }

@@ -175,14 +175,53 @@ func (i *Instance) probeLoop() {
 	defer i.done.Done()
 	t := time.NewTicker(i.cfg.ProbeInterval)
 	defer t.Stop()
+	lastRefresh := i.cfg.now()
 	for {
 		select {
 		case <-i.stop:
 			return
 		case <-t.C:
 			ctx, cancel := context.WithTimeout(context.Background(), i.cfg.ProbeInterval)
-			i.Probe(ctx)
+			if i.Probe(ctx) == nil && i.cfg.now().Sub(lastRefresh) >= i.cfg.RefreshInterval {
+				lastRefresh = i.cfg.now()
+				i.RefreshKEK(ctx)
+			}
 			cancel()
 		}
 	}
+}
+
+// RefreshKEK follows a KEK that moved to a new version (a versionless Key
+// Vault key after rotation, a rotated MMK): it asks the KEK for its current
+// version with one Wrap of a throwaway key, and rewraps every disk still
+// under an older version. It returns how many disks it rewrapped. Files are
+// untouched. The health probe loop calls it every Config.RefreshInterval.
+func (i *Instance) RefreshKEK(ctx context.Context) (int, error) {
+	i.admin.Lock()
+	defer i.admin.Unlock()
+	if err := i.usable(); err != nil {
+		return 0, fmt.Errorf("cachecrypt.RefreshKEK: %w", err)
+	}
+	i.mu.RLock()
+	k := i.kek
+	i.mu.RUnlock()
+	probe := make([]byte, 32)
+	w, err := k.Wrap(ctx, probe)
+	if err != nil {
+		return 0, fmt.Errorf("cachecrypt.RefreshKEK: %w", err)
+	}
+	n := 0
+	for _, d := range i.disks {
+		if d.keyring.Descriptor() == w.Descriptor {
+			continue
+		}
+		from := d.keyring.Descriptor()
+		if err := d.keyring.Rewrap(ctx, k); err != nil {
+			return n, fmt.Errorf("cachecrypt.RefreshKEK: disk %q: %w", d.name, err)
+		}
+		n++
+		i.emit(Event{Kind: EventRewrap, Disk: d.name, KEK: d.keyring.Descriptor(), DEKVersion: d.keyring.Active()})
+		i.cfg.Logger.Info("cachecrypt: KEK version changed; disk rewrapped", "disk", d.name, "from", from.KeyID, "to", d.keyring.Descriptor().KeyID)
+	}
+	return n, nil
 }

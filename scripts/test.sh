@@ -15,6 +15,8 @@ command -v redis-benchmark >/dev/null || need_apt+=(redis-tools)
 [ -e /usr/lib/softhsm/libsofthsm2.so ] && command -v softhsm2-util >/dev/null || need_apt+=(softhsm2)
 [ -e /usr/lib/x86_64-linux-gnu/pkcs11-spy.so ] || need_apt+=(opensc-pkcs11) # counts PKCS#11 logins in tests
 command -v gcc >/dev/null || need_apt+=(gcc libc6-dev)                      # cgo, for crypto11
+command -v node >/dev/null && command -v npm >/dev/null || need_apt+=(nodejs npm) # Azurite runs on node
+command -v script >/dev/null || need_apt+=(bsdutils)                        # a real pty for the CLI's terminal test
 if [ ${#need_apt[@]} -gt 0 ]; then
 	echo "== installing ${need_apt[*]} (Debian packages)"
 	SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

@@ -1,0 +1,30 @@
+// Package aof is an encrypted, Redis 7 style multi-part append-only file.
+//
+// A directory holds a manifest, one base part and incremental parts, named
+// as Redis names them (appendonly.aof.1.base.rdb, appendonly.aof.1.incr.aof,
+// appendonly.aof.manifest). Every part is a header followed by frames; each
+// frame is one group-committed batch of appends sealed with AES-256-GCM
+// under a per-file key (HKDF from the disk's DEK and a random salt), its
+// index as the nonce. The manifest lists the parts with their DEK version,
+// salt and, once closed, final size, and is authenticated with an HMAC
+// under a key derived from the DEK: a part cannot be swapped, dropped from
+// the middle, cut short or replaced by one from another file without the
+// reader noticing. FORMAT.md ("AOF") specifies the bytes.
+//
+// Open recovers a directory after a crash: a torn final frame (a write cut
+// short) is cut off when Options.AllowTruncated is set, like Redis'
+// aof-load-truncated; any other damage is an error naming the file and
+// offset. Open authenticates the manifest, every part header and size, and
+// every frame of the last incremental part; the frames of the base and the
+// closed parts are authenticated as Replay reads them (or by Check), so
+// opening costs no more than the tail. A Log holds an advisory lock on
+// NAME.lock: one Log per directory. Append is safe for concurrent use and group-commits: appends that
+// arrive while a write is in flight are sealed into one frame and written
+// with one system call. The fsync policies are those of Redis' appendfsync.
+//
+// Replay reads the base then the incremental parts as one plaintext byte
+// stream (the RESP commands, after an RDB preamble when the base is one);
+// Rewrite replaces the base and drops the old parts; Check and Fix do what
+// redis-check-aof does; Import and Export convert a plain Redis
+// appendonlydir to and from the encrypted form.
+package aof
