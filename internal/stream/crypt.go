@@ -5,6 +5,7 @@ import (
 	"crypto/cipher"
 	"encoding/binary"
 	"io"
+	"runtime"
 	"sync"
 	"sync/atomic"
 )
@@ -66,6 +67,7 @@ type crypter struct {
 	gen      uint64        // batch generation, owned by the caller
 	state    atomic.Uint64 // gen<<44 | n<<22 | next
 	done     atomic.Int64  // units finished in this batch
+	active   atomic.Int32  // pool helpers inside help
 	finished chan struct{} // receives once per batch when done reaches n
 }
 
@@ -97,27 +99,56 @@ func (c *crypter) do(n int, open bool, src io.ReaderAt) {
 	c.gen = (c.gen + 1) & genMask
 	c.done.Store(0)
 	c.state.Store(c.gen<<(2*unitBits) | uint64(n)<<unitBits)
-	for range helpers {
+	// Helpers still lingering from the last batch join this one at once;
+	// wake pool goroutines only for the rest.
+	for range helpers - int(c.active.Load()) {
 		select {
 		case work <- job{c, c.gen}:
 		default: // every pool goroutine is busy: the caller does the work
 		}
 	}
-	c.help(c.gen)
+	c.help(c.gen, false)
+	// The tail: at most one unit per helper is still being processed.
+	// Spin briefly rather than sleep, so no wake-up latency is paid.
+	for i := 0; i < spins && c.done.Load() < int64(n); i++ {
+		runtime.Gosched()
+	}
 	<-c.finished
 }
 
-// help claims and processes units of batch gen until none is left.
-func (c *crypter) help(gen uint64) {
-	for {
+// spins bounds the busy-waiting of the caller for the batch's tail and of a
+// helper for the next batch, before they block.
+const spins = 2000
+
+// help claims and processes units of batch gen until none is left. A pool
+// helper that did some work then lingers briefly for the next batch of the
+// same crypter, so a Writer or Reader streaming batch after batch keeps
+// its helpers awake instead of waking them through the scheduler each time.
+func (c *crypter) help(gen uint64, linger bool) {
+	if linger {
+		c.active.Add(1)
+		defer c.active.Add(-1)
+	}
+	worked := false
+	for idle := 0; ; {
 		s := c.state.Load()
-		n, next := s>>unitBits&unitMask, s&unitMask
-		if s>>(2*unitBits) != gen || next >= n {
-			return
+		g, n, next := s>>(2*unitBits), s>>unitBits&unitMask, s&unitMask
+		if g != gen || next >= n {
+			if g != gen && next < n && linger {
+				gen = g // a newer batch: join it
+				continue
+			}
+			if !linger || !worked || idle >= spins {
+				return
+			}
+			idle++
+			runtime.Gosched()
+			continue
 		}
 		if !c.state.CompareAndSwap(s, s+1) {
 			continue
 		}
+		idle, worked = 0, true
 		c.process(int(next))
 		if c.done.Add(1) == int64(n) {
 			c.finished <- struct{}{}
@@ -170,7 +201,7 @@ func startWorkers(n int) {
 	for ; workerCount < n; workerCount++ {
 		go func() {
 			for j := range work {
-				j.c.help(j.gen)
+				j.c.help(j.gen, true)
 			}
 		}()
 	}

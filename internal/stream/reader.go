@@ -86,7 +86,7 @@ func newReader(src io.ReaderAt, size int64, keys Keys, purpose string) (*Reader,
 		return nil, fmt.Errorf("stream has %d segments, more than %d: %w", nseg, int64(MaxSegments), ErrFormat)
 	}
 	conc := concurrency(0)
-	batch := int(min(int64(batchSegments(int(seg), conc)), nseg))
+	batch := int(min(int64(readerBatch(int(seg), conc)), nseg))
 	r := &Reader{
 		src: src, hdr: h, hdrLen: int64(n), seg: seg, nseg: nseg,
 		size:   (nseg-1)*seg + lastCT - TagSize,
@@ -227,13 +227,26 @@ func (r *Reader) readAt(p []byte, off int64) (int, error) {
 // (k*seg bytes). It returns how many bytes are authenticated; everything
 // after them in dst is zeroed.
 func (r *Reader) openInto(dst []byte, first int64, k int) (int, error) {
+	m, err := r.openBatch(dst, first, k)
+	return m * int(r.seg), err
+}
+
+// openBatch reads and opens k full middle segments starting at first,
+// into dst (k*seg bytes), or in place in r.ct when dst is nil. It returns
+// how many segments, from the first, authenticated; the output of the
+// others is zeroed.
+func (r *Reader) openBatch(dst []byte, first int64, k int) (int, error) {
 	ctLen := int(r.seg + TagSize)
 	seg := int(r.seg)
 	for j := range k {
 		u := &r.c.units[j]
 		u.src = r.ct[j*ctLen : (j+1)*ctLen]
 		u.off = r.hdrLen + (first+int64(j))*int64(ctLen)
-		u.dst = dst[j*seg : j*seg : (j+1)*seg]
+		if dst == nil {
+			u.dst = u.src[:0:seg]
+		} else {
+			u.dst = dst[j*seg : j*seg : (j+1)*seg]
+		}
 		u.setNonce(uint32(first+int64(j)), false)
 	}
 	r.c.do(k, true, r.src)
@@ -242,16 +255,18 @@ func (r *Reader) openInto(dst []byte, first int64, k int) (int, error) {
 		if u.ok {
 			continue
 		}
-		clear(dst[j*seg:])
+		if dst != nil {
+			clear(dst[j*seg:])
+		}
 		switch {
 		case u.err == io.ErrUnexpectedEOF:
-			return j * seg, fmt.Errorf("segment %d: file shrank while open: %w", first+int64(j), ErrTruncated)
+			return j, fmt.Errorf("segment %d: file shrank while open: %w", first+int64(j), ErrTruncated)
 		case u.err != nil:
-			return j * seg, fmt.Errorf("segment %d: %w", first+int64(j), u.err)
+			return j, fmt.Errorf("segment %d: %w", first+int64(j), u.err)
 		}
-		return j * seg, fmt.Errorf("segment %d failed authentication (tampered, reordered, or from another file or key): %w", first+int64(j), ErrAuthentication)
+		return j, fmt.Errorf("segment %d failed authentication (tampered, reordered, or from another file or key): %w", first+int64(j), ErrAuthentication)
 	}
-	return len(dst), nil
+	return k, nil
 }
 
 // load decrypts middle segment i into cur.
@@ -325,26 +340,53 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	buf := make([]byte, min(int64(len(r.c.units))*r.seg, max(r.size-r.off, 0)))
-	defer clear(buf)
+	n, err := r.writeTo(w)
+	if err != nil {
+		err = fmt.Errorf("stream.Reader.WriteTo: %w", err)
+	}
+	return n, err
+}
+
+// writeTo decrypts whole middle segments in place in the ciphertext batch
+// and writes them from there: the smallest cache footprint, no second
+// buffer. A partial first segment and the final one come from the caches.
+func (r *Reader) writeTo(w io.Writer) (int64, error) {
 	var total int64
-	for {
-		n, err := r.readAt(buf, r.off)
-		if n > 0 {
-			m, werr := w.Write(buf[:n])
-			r.off += int64(m)
-			total += int64(m)
-			if werr != nil {
-				return total, fmt.Errorf("stream.Reader.WriteTo: %w", werr)
-			}
+	write := func(p []byte) error {
+		m, err := w.Write(p)
+		r.off += int64(m)
+		total += int64(m)
+		return err
+	}
+	if r.off >= r.size {
+		return 0, nil
+	}
+	if i, in := r.off/r.seg, r.off%r.seg; in != 0 && i < r.nseg-1 {
+		if err := r.load(i); err != nil {
+			return 0, err
 		}
-		if err == io.EOF {
-			return total, nil
-		}
-		if err != nil {
-			return total, fmt.Errorf("stream.Reader.WriteTo: %w", err)
+		if err := write(r.cur[in:]); err != nil {
+			return total, err
 		}
 	}
+	ctLen := int(r.seg + TagSize)
+	for i := r.off / r.seg; i < r.nseg-1; {
+		k := int(min(int64(len(r.c.units)), r.nseg-1-i))
+		m, err := r.openBatch(nil, i, k)
+		for j := range m {
+			if werr := write(r.ct[j*ctLen : j*ctLen+int(r.seg)]); werr != nil {
+				clear(r.ct)
+				return total, werr
+			}
+		}
+		if err != nil {
+			clear(r.ct)
+			return total, err
+		}
+		i += int64(k)
+	}
+	clear(r.ct)
+	return total, write(r.lastBuf[r.off-(r.nseg-1)*r.seg:])
 }
 
 // Verify authenticates every segment of the stream without returning any

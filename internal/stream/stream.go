@@ -127,6 +127,16 @@ func batchSegments(segSize, conc int) int {
 	return conc * per
 }
 
+// readerBatch is batchSegments for a Reader. On one goroutine there is
+// nothing to hand over, so it keeps about 64 KiB: one ciphertext slot that
+// stays in cache while it is read, decrypted and written out.
+func readerBatch(segSize, conc int) int {
+	if conc == 1 {
+		return max(1, (64<<10)/segSize)
+	}
+	return batchSegments(segSize, conc)
+}
+
 // segmentCount returns the number of segments of a stream of plain bytes.
 // An empty stream has one empty segment.
 func segmentCount(plain int64, segSize int) int64 {

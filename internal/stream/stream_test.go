@@ -128,7 +128,7 @@ func TestRandomAccess(t *testing.T) {
 		ct := encrypt(t, keys, pt, stream.Options{SegmentSize: seg})
 		r := open(t, keys, ct)
 		rng := rand.New(rand.NewPCG(uint64(seg), 2))
-		for range 300 {
+		for iter := range 300 {
 			off := rng.Int64N(int64(size) + 10)
 			n := rng.IntN(5 * seg)
 			if rng.IntN(4) == 0 { // aligned, whole segments
@@ -157,6 +157,17 @@ func TestRandomAccess(t *testing.T) {
 			q := make([]byte, n)
 			m, _ := io.ReadFull(r, q)
 			require.Equal(t, pt[off:end], q[:m])
+
+			if iter%10 != 0 {
+				continue
+			}
+			_, err = r.Seek(off, io.SeekStart)
+			require.NoError(t, err)
+			var rest bytes.Buffer
+			wn, err := r.WriteTo(&rest)
+			require.NoError(t, err)
+			require.Equal(t, int64(size)-off, wn)
+			require.True(t, bytes.Equal(pt[off:], rest.Bytes()))
 		}
 		pos, err := r.Seek(-5, io.SeekEnd)
 		require.NoError(t, err)
