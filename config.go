@@ -95,6 +95,11 @@ type Config struct {
 	// follow a KEK that moved to a new version. Zero means one hour.
 	RefreshInterval time.Duration
 
+	// RotateDEKEvery makes the probe loop rotate every disk's DEK once the
+	// active version is older than this, then retire the versions no file
+	// uses any more (RetireUnused). Zero means only on demand (RotateDEK).
+	RotateDEKEvery time.Duration
+
 	// Logger receives an event record for every key operation; nil uses
 	// slog.Default(). Key bytes are never logged.
 	Logger *slog.Logger

@@ -39,7 +39,8 @@ type Instance struct {
 	cfg Config
 	mmk *kek.MMK
 
-	admin sync.Mutex // serializes SetEncryption, RotateDEK, Probe, Close
+	admin   sync.Mutex   // serializes SetEncryption, RotateDEK, Probe, Close
+	writers sync.RWMutex // snapshot writers share it; RetireUnused takes it alone
 
 	mu           sync.RWMutex
 	kek          kek.KEK     // the KEK of the persistent disks now

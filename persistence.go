@@ -77,6 +77,8 @@ func (i *Instance) SaveSnapshot(write func(w io.Writer) error) error {
 	if err := i.usable(); err != nil {
 		return fmt.Errorf("cachecrypt.SaveSnapshot: %w", err)
 	}
+	i.writers.RLock()
+	defer i.writers.RUnlock()
 	keys, err := i.Keyring(DiskPersistence)
 	if err != nil {
 		return fmt.Errorf("cachecrypt.SaveSnapshot: %w", err)
@@ -143,6 +145,8 @@ func (i *Instance) Import(ctx context.Context, src export.Source, opts *export.O
 	if err := i.usable(); err != nil {
 		return export.Info{}, fmt.Errorf("cachecrypt.Import: %w", err)
 	}
+	i.writers.RLock()
+	defer i.writers.RUnlock()
 	keys, err := i.Keyring(DiskPersistence)
 	if err != nil {
 		return export.Info{}, fmt.Errorf("cachecrypt.Import: %w", err)

@@ -186,6 +186,7 @@ func (i *Instance) probeLoop() {
 				lastRefresh = i.cfg.now()
 				i.RefreshKEK(ctx)
 			}
+			i.rotateIfDue()
 			cancel()
 		}
 	}

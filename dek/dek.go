@@ -110,6 +110,8 @@ type Info struct {
 	Active     uint32         // DEK version new files use
 	Versions   []uint32       // every DEK version held, oldest first
 	Generation uint64         // incremented by every update of the file
+	// ActiveCreated is when the active DEK version was created.
+	ActiveCreated time.Time
 }
 
 // ReadInfo parses a keyring file without unwrapping it, to learn which KEK
@@ -126,6 +128,9 @@ func (f *file) info(path string) Info {
 	in := Info{Path: path, DiskID: f.DiskID, KEK: f.Wrapped.Descriptor, Active: f.Active, Generation: f.Generation}
 	for _, e := range f.Entries {
 		in.Versions = append(in.Versions, e.Version)
+		if e.Version == f.Active {
+			in.ActiveCreated = time.Unix(e.Created, 0)
+		}
 	}
 	return in
 }
