@@ -89,8 +89,9 @@ func buildOptions(opts []Option) options {
 // or on file I/O; RotateDEK, Rewrap and Retire are serialized with each other
 // and swap the in-memory state only after the new file is durable.
 type Keyring struct {
-	path string
-	opts options
+	path   string
+	diskID string // never changes: read without the lock
+	opts   options
 
 	update sync.Mutex // serializes RotateDEK, Rewrap, Retire
 
@@ -159,7 +160,7 @@ func Create(ctx context.Context, path, diskID string, w kek.Wrapper, opts ...Opt
 		return nil, fmt.Errorf("dek.Create: %w", err)
 	}
 	o := buildOptions(opts)
-	k := &Keyring{path: path, opts: o, deks: map[uint32][]byte{1: randomKey()}}
+	k := &Keyring{path: path, diskID: diskID, opts: o, deks: map[uint32][]byte{1: randomKey()}}
 	f := &file{DiskID: diskID, Active: 1}
 	f.Entries = []entry{{Version: 1, Created: o.now().Unix()}}
 	nf, krk, err := k.reseal(ctx, f, w)
@@ -191,7 +192,7 @@ func Open(ctx context.Context, path string, u kek.Unwrapper, opts ...Option) (*K
 		clear(krk)
 		return nil, fmt.Errorf("dek.Open: keyring %s (disk %q): %w; restore it from backup", path, f.DiskID, err)
 	}
-	return &Keyring{path: path, opts: buildOptions(opts), file: f, krk: krk, deks: deks}, nil
+	return &Keyring{path: path, diskID: f.DiskID, opts: buildOptions(opts), file: f, krk: krk, deks: deks}, nil
 }
 
 // unseal authenticates f under krk and opens every DEK.

@@ -13,7 +13,7 @@ import (
 )
 
 // DiskID returns the disk this keyring belongs to.
-func (k *Keyring) DiskID() string { return k.file.DiskID }
+func (k *Keyring) DiskID() string { return k.diskID }
 
 // Path returns the keyring's file.
 func (k *Keyring) Path() string { return k.path }
@@ -232,7 +232,7 @@ func (k *Keyring) Probe(ctx context.Context, u kek.Unwrapper) error {
 	key, err := u.Unwrap(ctx, w)
 	clear(key)
 	if err != nil {
-		return fmt.Errorf("dek.Probe: disk %q under %s: %w", k.file.DiskID, w.Descriptor, err)
+		return fmt.Errorf("dek.Probe: disk %q under %s: %w", k.diskID, w.Descriptor, err)
 	}
 	return nil
 }
