@@ -3,14 +3,11 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -46,7 +43,7 @@ func (c *client) do(args ...string) (any, error) {
 	if err := c.w.Flush(); err != nil {
 		return nil, err
 	}
-	return readReply(c.r)
+	return testenv.ReadReply(c.r)
 }
 
 func (c *client) must(t testing.TB, args ...string) any {
@@ -54,50 +51,6 @@ func (c *client) must(t testing.TB, args ...string) any {
 	v, err := c.do(args...)
 	require.NoError(t, err, "%v", args)
 	return v
-}
-
-// replyError is an error reply of the server (not a connection error).
-type replyError string
-
-func (e replyError) Error() string { return string(e) }
-
-func readReply(r *bufio.Reader) (any, error) {
-	line, err := r.ReadString('\n')
-	if err != nil {
-		return nil, err
-	}
-	line = strings.TrimRight(line, "\r\n")
-	if line == "" {
-		return nil, errors.New("empty reply line")
-	}
-	switch line[0] {
-	case '+':
-		return line[1:], nil
-	case '-':
-		return nil, replyError(line[1:])
-	case ':':
-		return strconv.ParseInt(line[1:], 10, 64)
-	case '$':
-		n, _ := strconv.Atoi(line[1:])
-		if n < 0 {
-			return nil, nil
-		}
-		buf := make([]byte, n+2)
-		if _, err := io.ReadFull(r, buf); err != nil {
-			return nil, err
-		}
-		return string(buf[:n]), nil
-	case '*':
-		n, _ := strconv.Atoi(line[1:])
-		out := make([]any, max(n, 0))
-		for i := range out {
-			if out[i], err = readReply(r); err != nil {
-				return nil, err
-			}
-		}
-		return out, nil
-	}
-	return nil, fmt.Errorf("unexpected reply %q", line)
 }
 
 // startInProcess serves cfg on a free port in this process until the test

@@ -125,10 +125,19 @@ func (s *Redis) Do(args ...string) (any, error) {
 	if _, err := io.WriteString(s.conn, b.String()); err != nil {
 		return nil, err
 	}
-	return readReply(s.r)
+	return ReadReply(s.r)
 }
 
-func readReply(r *bufio.Reader) (any, error) {
+// ReplyError is an error reply of the server, as opposed to a failure of
+// the connection.
+type ReplyError string
+
+func (e ReplyError) Error() string { return string(e) }
+
+// ReadReply reads one RESP2 reply: string for simple and bulk strings,
+// int64 for integers, []any for arrays, nil for a null reply, and a
+// ReplyError for an error reply.
+func ReadReply(r *bufio.Reader) (any, error) {
 	line, err := r.ReadString('\n')
 	if err != nil {
 		return nil, err
@@ -141,7 +150,7 @@ func readReply(r *bufio.Reader) (any, error) {
 	case '+':
 		return line[1:], nil
 	case '-':
-		return nil, errors.New(line[1:])
+		return nil, ReplyError(line[1:])
 	case ':':
 		return strconv.ParseInt(line[1:], 10, 64)
 	case '$':
@@ -161,7 +170,7 @@ func readReply(r *bufio.Reader) (any, error) {
 		}
 		out := make([]any, n)
 		for i := range out {
-			if out[i], err = readReply(r); err != nil {
+			if out[i], err = ReadReply(r); err != nil {
 				return nil, err
 			}
 		}
