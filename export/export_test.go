@@ -13,7 +13,6 @@ import (
 	"runtime"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 
 	"github.com/cachecrypt/cachecrypt/dek"
 	"github.com/cachecrypt/cachecrypt/export"
+	"github.com/cachecrypt/cachecrypt/export/exporttest"
 	"github.com/cachecrypt/cachecrypt/internal/testenv"
 	"github.com/cachecrypt/cachecrypt/kek/kektest"
 	"github.com/cachecrypt/cachecrypt/osdisk"
@@ -190,50 +190,13 @@ func TestCancelRemovesStaging(t *testing.T) {
 	}
 }
 
-// tamperDest flips a byte of the staging file before handing the stream to
-// the real destination: the send pass must fail with ErrAuthentication.
-type tamperDest struct {
-	t       *testing.T
-	scratch *osdisk.Disk
-	next    export.Destination
-	staged  chan struct{} // closed when staging ended (see stagedOpts)
-}
-
-// stagedOpts closes staged when the staging phase reports its end.
-func stagedOpts(staged chan struct{}) *export.Options {
-	var once sync.Once
-	return &export.Options{Progress: func(p export.Progress) {
-		if p.Phase == export.Staging && p.Done > 0 && p.Done == p.Total {
-			once.Do(func() { close(staged) })
-		}
-	}}
-}
-
-func (d tamperDest) Put(ctx context.Context, s *export.Stream) error {
-	<-d.staged
-	dir := filepath.Join(d.scratch.Dir(), osdisk.TempDir)
-	ents, err := os.ReadDir(dir)
-	require.NoError(d.t, err)
-	require.Len(d.t, ents, 1)
-	f, err := os.OpenFile(filepath.Join(dir, ents[0].Name()), os.O_RDWR, 0)
-	require.NoError(d.t, err)
-	st, _ := f.Stat()
-	b := []byte{0}
-	off := st.Size() * 2 / 3
-	f.ReadAt(b, off)
-	b[0] ^= 0x10
-	f.WriteAt(b, off)
-	f.Close()
-	return d.next.Put(ctx, s)
-}
-
 func TestTamperedStagingFailsWithoutOutput(t *testing.T) {
 	plain := redisRDB(t)
 	scratch := newScratch(t)
 	dst := filepath.Join(t.TempDir(), "out.rdb")
 	staged := make(chan struct{})
 	_, err := export.Export(context.Background(), scratch, export.FromReader(bytes.NewReader(plain)),
-		tamperDest{t, scratch, export.ToFile(dst), staged}, stagedOpts(staged))
+		exporttest.TamperDest{T: t, Scratch: scratch, Next: export.ToFile(dst), Staged: staged}, exporttest.StagedOptions(staged))
 	require.ErrorIs(t, err, export.ErrAuthentication)
 	require.ErrorContains(t, err, "export.Export")
 	require.NoFileExists(t, dst)
@@ -377,7 +340,7 @@ func TestChunkedStaging(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			scratch := newScratch(t)
 			staged := make(chan struct{})
-			opts := stagedOpts(staged)
+			opts := exporttest.StagedOptions(staged)
 			opts.ChunkSize = chunk
 			var out bytes.Buffer
 			dst := editDest{func() {

@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
@@ -21,6 +20,7 @@ import (
 	"github.com/cachecrypt/cachecrypt/dek"
 	"github.com/cachecrypt/cachecrypt/export"
 	"github.com/cachecrypt/cachecrypt/export/blob"
+	"github.com/cachecrypt/cachecrypt/export/exporttest"
 	"github.com/cachecrypt/cachecrypt/internal/testenv"
 	"github.com/cachecrypt/cachecrypt/kek/kektest"
 	"github.com/cachecrypt/cachecrypt/osdisk"
@@ -218,42 +218,6 @@ func requireNoStaging(t *testing.T, d *osdisk.Disk) {
 	require.Empty(t, ents, "staging file left behind")
 }
 
-// tamperBlobDest flips a byte of the staging file, then uploads.
-type tamperBlobDest struct {
-	t       *testing.T
-	scratch *osdisk.Disk
-	next    export.Destination
-	staged  chan struct{} // closed when staging ended (see stagedOpts)
-}
-
-// stagedOpts closes staged when the staging phase reports its end.
-func stagedOpts(staged chan struct{}) *export.Options {
-	var once sync.Once
-	return &export.Options{Progress: func(p export.Progress) {
-		if p.Phase == export.Staging && p.Done > 0 && p.Done == p.Total {
-			once.Do(func() { close(staged) })
-		}
-	}}
-}
-
-func (d tamperBlobDest) Put(ctx context.Context, s *export.Stream) error {
-	<-d.staged
-	dir := filepath.Join(d.scratch.Dir(), osdisk.TempDir)
-	ents, err := os.ReadDir(dir)
-	require.NoError(d.t, err)
-	require.Len(d.t, ents, 1)
-	f, err := os.OpenFile(filepath.Join(dir, ents[0].Name()), os.O_RDWR, 0)
-	require.NoError(d.t, err)
-	st, _ := f.Stat()
-	b := []byte{0}
-	off := st.Size() * 3 / 4
-	f.ReadAt(b, off)
-	b[0] ^= 1
-	f.WriteAt(b, off)
-	f.Close()
-	return d.next.Put(ctx, s)
-}
-
 func TestTamperedStagingCommitsNoBlob(t *testing.T) {
 	cc := azurite(t)
 	ctx := context.Background()
@@ -263,7 +227,7 @@ func TestTamperedStagingCommitsNoBlob(t *testing.T) {
 
 	// No blob before: none after.
 	staged := make(chan struct{})
-	_, err := export.Export(ctx, in.scratch, export.FromReader(bytes.NewReader(plain)), tamperBlobDest{t, in.scratch, dst, staged}, stagedOpts(staged))
+	_, err := export.Export(ctx, in.scratch, export.FromReader(bytes.NewReader(plain)), exporttest.TamperDest{T: t, Scratch: in.scratch, Next: dst, Staged: staged}, exporttest.StagedOptions(staged))
 	require.ErrorIs(t, err, export.ErrAuthentication)
 	_, err = dst.Client.GetProperties(ctx, nil)
 	require.True(t, bloberror.HasCode(err, bloberror.BlobNotFound), "a blob was committed: %v", err)
@@ -274,7 +238,7 @@ func TestTamperedStagingCommitsNoBlob(t *testing.T) {
 	require.NoError(t, err)
 	other, _ := snapshot(t, filepath.Join(t.TempDir(), "redis2"), []string{"SET", "other", "value"})
 	staged = make(chan struct{})
-	_, err = export.Export(ctx, in.scratch, export.FromReader(bytes.NewReader(other)), tamperBlobDest{t, in.scratch, dst, staged}, stagedOpts(staged))
+	_, err = export.Export(ctx, in.scratch, export.FromReader(bytes.NewReader(other)), exporttest.TamperDest{T: t, Scratch: in.scratch, Next: dst, Staged: staged}, exporttest.StagedOptions(staged))
 	require.ErrorIs(t, err, export.ErrAuthentication)
 	require.Equal(t, plain, download(t, dst.Client))
 	props, err := dst.Client.GetProperties(ctx, nil)
