@@ -141,11 +141,11 @@ func (i *Instance) reencryptAOF(ctx context.Context, log *AOF, target uint32, op
 		return nil
 	}
 	if log == nil {
-		rep, err := aof.Check(i.AOFDir(), keys, aof.Options{})
+		parts, err := aof.Parts(i.AOFDir(), keys, aof.Options{})
 		if err != nil {
 			return err
 		}
-		if oldest(rep.Parts) >= target {
+		if oldest(parts) >= target {
 			return nil
 		}
 		if log, err = i.OpenAOF(aof.Options{Fsync: aof.Always}); err != nil {

@@ -58,11 +58,11 @@ func (i *Instance) persistenceVersions(keys *dek.Keyring) ([]uint32, error) {
 	if _, err := os.Stat(i.AOFDir()); errors.Is(err, fs.ErrNotExist) {
 		return vs, nil
 	}
-	rep, err := aof.Check(i.AOFDir(), keys, aof.Options{})
+	parts, err := aof.Parts(i.AOFDir(), keys, aof.Options{})
 	if err != nil {
 		return nil, err
 	}
-	for _, p := range rep.Parts {
+	for _, p := range parts {
 		vs = append(vs, p.DEK)
 	}
 	return vs, nil

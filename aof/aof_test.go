@@ -574,3 +574,35 @@ func TestCloseDuringAppends(t *testing.T) {
 		require.True(t, acked[string(r)+";"])
 	}
 }
+
+// Parts reads only the manifest and headers, yet agrees with Check on each
+// part's name and DEK version.
+func TestPartsListsDEKVersionsWithoutDecrypting(t *testing.T) {
+	keys := newKeys(t)
+	dir := filepath.Join(t.TempDir(), "aof")
+	l, err := Open(dir, keys, Options{Fsync: Always})
+	require.NoError(t, err)
+	require.NoError(t, l.Append(cmd(1)))
+	require.NoError(t, l.Close())
+	_, err = keys.RotateDEK()
+	require.NoError(t, err)
+	l, err = Open(dir, keys, Options{Fsync: Always})
+	require.NoError(t, err)
+	require.NoError(t, l.Append(cmd(2)))
+	require.NoError(t, l.Close())
+
+	parts, err := Parts(dir, keys, Options{})
+	require.NoError(t, err)
+	rep, err := Check(dir, keys, Options{})
+	require.NoError(t, err)
+	require.Len(t, parts, len(rep.Parts))
+	var dek []uint32
+	for i, p := range parts {
+		require.Equal(t, rep.Parts[i].DEK, p.DEK)
+		require.Equal(t, rep.Parts[i].Name, p.Name)
+		require.Zero(t, p.Frames)
+		dek = append(dek, p.DEK)
+	}
+	require.Contains(t, dek, uint32(1))
+	require.Contains(t, dek, uint32(2))
+}
