@@ -11,10 +11,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -342,18 +342,13 @@ func TestChunkedStaging(t *testing.T) {
 			staged := make(chan struct{})
 			opts := exporttest.StagedOptions(staged)
 			opts.ChunkSize = chunk
+			opts.ProgressEvery = 16 << 10
+			order := stagingOrder(scratch, opts)
 			var out bytes.Buffer
 			dst := editDest{func() {
 				<-staged
-				dir := filepath.Join(scratch.Dir(), osdisk.TempDir)
-				ents, err := os.ReadDir(dir)
-				require.NoError(t, err)
-				files := make([]string, len(ents))
-				for i, e := range ents {
-					files[i] = filepath.Join(dir, e.Name())
-				}
-				sort.Slice(files, func(i, j int) bool { return modTime(files[i]).Before(modTime(files[j])) })
-				require.GreaterOrEqual(t, len(files), 3)
+				files := order()
+				require.GreaterOrEqual(t, len(files), 4, "chunks 1 and 2 must be full chunks, not the last")
 				edit(t, files)
 			}, export.ToWriter(&out)}
 			_, err := export.Export(context.Background(), scratch, export.FromReader(bytes.NewReader(plain)), dst, opts)
@@ -363,12 +358,39 @@ func TestChunkedStaging(t *testing.T) {
 	}
 }
 
-func modTime(p string) time.Time {
-	st, err := os.Stat(p)
-	if err != nil {
-		return time.Time{}
+// stagingOrder wraps opts.Progress to list the staging files of scratch in
+// the order the staging pass created them. Progress is reported from the
+// staging goroutine while it fills the newest file, at least once per
+// ProgressEvery bytes, so each chunk shows up as the one new file of some
+// report. (Modification times cannot tell: they tie or invert within the
+// file system's timestamp granularity.)
+func stagingOrder(scratch *osdisk.Disk, opts *export.Options) func() []string {
+	var (
+		mu    sync.Mutex
+		seen  = map[string]bool{}
+		files []string
+	)
+	next := opts.Progress
+	dir := filepath.Join(scratch.Dir(), osdisk.TempDir)
+	opts.Progress = func(p export.Progress) {
+		if p.Phase == export.Staging {
+			ents, _ := os.ReadDir(dir)
+			mu.Lock()
+			for _, e := range ents {
+				if name := filepath.Join(dir, e.Name()); !seen[name] {
+					seen[name] = true
+					files = append(files, name)
+				}
+			}
+			mu.Unlock()
+		}
+		next(p)
 	}
-	return st.ModTime()
+	return func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(files)
+	}
 }
 
 // editDest runs edit before handing the stream to next.

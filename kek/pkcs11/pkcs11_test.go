@@ -274,7 +274,7 @@ func TestUnwrapErrors(t *testing.T) {
 		{"unknown algorithm", withDesc(func(d *kek.Descriptor) { d.Algorithm = "RSA1_5" }), []error{kek.ErrUnwrap}},
 		{"another key's descriptor", fromOther, []error{kek.ErrKeyMismatch}},
 		{"another kind", withDesc(func(d *kek.Descriptor) { d.Kind = kek.KindMMK }), []error{kek.ErrKeyMismatch}},
-		{"key id of a replaced key", withDesc(func(d *kek.Descriptor) { d.KeyID = d.KeyID[:len(d.KeyID)-1] + "0" }), []error{kek.ErrKeyMismatch}},
+		{"key id of a replaced key", withDesc(func(d *kek.Descriptor) { d.KeyID = otherLastChar(d.KeyID) }), []error{kek.ErrKeyMismatch}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -288,6 +288,18 @@ func TestUnwrapErrors(t *testing.T) {
 	got, err := k.Unwrap(ctx, w)
 	require.NoError(t, err)
 	require.Equal(t, dek, got)
+}
+
+// otherLastChar returns id with its last character replaced by a different
+// one, so the result always names another key (a fixed replacement would
+// leave an id that already ends in it unchanged).
+func otherLastChar(id string) string {
+	last := id[len(id)-1]
+	repl := byte('0')
+	if last == repl {
+		repl = '1'
+	}
+	return id[:len(id)-1] + string(repl)
 }
 
 // TestOAEPHash checks the hash comes from the descriptor: a KEK configured
