@@ -120,17 +120,42 @@ type proc struct {
 
 func startProc(t testing.TB, bin, dir string, args ...string) *proc {
 	t.Helper()
-	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	p := &proc{addr: addr, log: filepath.Join(t.TempDir(), "server.log"), done: make(chan error, 1)}
+	p := &proc{log: filepath.Join(t.TempDir(), "server.log"), done: make(chan error, 1)}
 	logf, err := os.Create(p.log)
 	require.NoError(t, err)
-	p.cmd = exec.Command(bin, append([]string{"-addr", addr, "-dir", dir}, args...)...)
+	// Port 0: the server binds a port of the kernel's choosing and logs it,
+	// so no other process can take it between a choice and the bind.
+	p.cmd = exec.Command(bin, append([]string{"-addr", "127.0.0.1:0", "-dir", dir}, args...)...)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	require.NoError(t, p.cmd.Start())
 	go func() { p.done <- p.cmd.Wait(); logf.Close() }()
 	t.Cleanup(func() { p.cmd.Process.Kill() })
-	waitPing(t, addr, p.done)
+	p.addr = waitReady(t, p)
+	waitPing(t, p.addr, p.done)
 	return p
+}
+
+// waitReady waits for the server's "ready" log line and returns the
+// address it names.
+func waitReady(t testing.TB, p *proc) string {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second) // only a guard against a hang: an exit is seen at once
+	for {
+		b, _ := os.ReadFile(p.log)
+		if _, rest, ok := strings.Cut(string(b), " msg=ready addr="); ok {
+			if addr, _, ok := strings.Cut(rest, " "); ok {
+				return addr
+			}
+		}
+		select {
+		case err := <-p.done:
+			t.Fatalf("server exited before it was ready: %v; log:\n%s", err, b)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server was not ready in 60 s; log:\n%s", b)
+		}
+	}
 }
 
 // stop ends the server with SIGTERM (a clean shutdown) and waits.

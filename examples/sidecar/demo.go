@@ -107,49 +107,90 @@ func fill(c *client, n int) error {
 // redisProc is a redis-server the demo started.
 type redisProc struct {
 	cmd    *exec.Cmd
+	exited chan struct{} // closed once cmd has exited
 	addr   string
 	client *client
 }
 
 // startRedis starts redis-server in dir on a free port and waits for it.
+// The port is free when chosen, but any process can take it before
+// redis-server binds it: then redis-server exits, and it is started again on
+// another port.
 func startRedis(ctx context.Context, dir string) (*redisProc, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
+	for range 5 {
+		p, err := startRedisOnce(ctx, dir)
+		if !errors.Is(err, errPortTaken) {
+			return p, err
+		}
+	}
+	return nil, fmt.Errorf("start redis-server: %w 5 times in a row", errPortTaken)
+}
+
+var errPortTaken = errors.New("another process took the port")
+
+// startRedisOnce starts redis-server on a port that is free now and waits
+// until that very process (INFO's process_id) answers.
+func startRedisOnce(ctx context.Context, dir string) (*redisProc, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
+	logPath := filepath.Join(dir, "redis.log")
+	os.Remove(logPath)
 	cmd := exec.CommandContext(ctx, "redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--dir", dir, "--save", "", "--logfile", filepath.Join(dir, "redis.log"), "--enable-debug-command", "local", "--repl-diskless-sync-delay", "0")
+		"--dir", dir, "--save", "", "--logfile", logPath, "--enable-debug-command", "local", "--repl-diskless-sync-delay", "0")
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start redis-server: %w", err)
 	}
-	p := &redisProc{cmd: cmd, addr: fmt.Sprintf("127.0.0.1:%d", port)}
-	for deadline := time.Now().Add(20 * time.Second); ; {
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	p := &redisProc{cmd: cmd, addr: fmt.Sprintf("127.0.0.1:%d", port), exited: exited}
+	pid := fmt.Sprintf("\nprocess_id:%d\r", cmd.Process.Pid)
+	for deadline := time.Now().Add(60 * time.Second); ; {
 		if c, err := dial(p.addr); err == nil {
-			if v, err := c.do("PING"); err == nil && v == "PONG" {
+			if ours(c, pid) {
 				p.client = c
 				return p, nil
 			}
 			c.close()
 		}
+		select {
+		case <-exited:
+			log, _ := os.ReadFile(logPath)
+			if strings.Contains(string(log), "Address already in use") {
+				return nil, errPortTaken
+			}
+			return nil, fmt.Errorf("redis-server on port %d exited before answering; log:\n%s", port, log)
+		case <-time.After(50 * time.Millisecond):
+		}
 		if time.Now().After(deadline) {
 			cmd.Process.Kill()
-			cmd.Wait()
-			log, _ := os.ReadFile(filepath.Join(dir, "redis.log"))
+			<-exited
+			log, _ := os.ReadFile(logPath)
 			return nil, fmt.Errorf("redis-server on port %d did not start; log:\n%s", port, log)
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// ours reports whether the server on c answers PING (it has loaded its
+// data) and INFO names pid.
+func ours(c *client, pid string) bool {
+	if v, err := c.do("PING"); err != nil || v != "PONG" {
+		return false
+	}
+	v, err := c.do("INFO", "server")
+	return err == nil && strings.Contains(fmt.Sprint(v), pid)
 }
 
 func (p *redisProc) stop() {
 	p.client.do("SHUTDOWN", "NOSAVE")
 	p.client.close()
-	p.cmd.Wait()
+	<-p.exited
 }
 
 // client is a minimal RESP client.

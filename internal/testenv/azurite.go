@@ -1,13 +1,14 @@
 package testenv
 
 import (
+	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -30,6 +31,7 @@ type Azurite struct {
 	Key      string // AzuriteKey, base64
 	Dir      string // where Azurite keeps blobs and its metadata
 	cmd      *exec.Cmd
+	exited   chan struct{} // closed once cmd has exited
 }
 
 // AzuriteMain returns the path of Azurite's blob server script in the
@@ -53,50 +55,74 @@ func StartAzurite(t testing.TB) *Azurite {
 	if main == "" {
 		Missing(t, "Azurite (testenv/azurite/node_modules)", AzuriteInstall)
 	}
-	dir := t.TempDir()
-	port := FreePort(t)
+	for range startAttempts {
+		a, err := startAzurite(node, main, t.TempDir(), FreePort(t))
+		if err == nil {
+			t.Cleanup(a.stop)
+			return a
+		}
+		if !errors.Is(err, errPortTaken) {
+			t.Fatalf("testenv.StartAzurite: %v", err)
+		}
+	}
+	t.Fatalf("testenv.StartAzurite: another process took the port %d times in a row", startAttempts)
+	return nil
+}
+
+// startAzurite starts Azurite's blob service on port and waits until it
+// says it listens: a connection alone could reach another test's Azurite on
+// the same port. It returns errPortTaken when Azurite exited because it
+// could not bind.
+func startAzurite(node, main, dir string, port int) (*Azurite, error) {
 	cmd := exec.Command(node, main, "--blobHost", "127.0.0.1", "--blobPort", strconv.Itoa(port),
 		"--location", dir, "--skipApiVersionCheck", "--disableTelemetry", "--silent")
-	logf, err := os.Create(filepath.Join(dir, "azurite.log"))
+	logPath := filepath.Join(dir, "azurite.log")
+	logf, err := os.Create(logPath)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("testenv.StartAzurite: %v", err)
+		logf.Close()
+		return nil, err
 	}
 	a := &Azurite{
 		Endpoint: fmt.Sprintf("http://127.0.0.1:%d/%s/", port, AzuriteAccount),
-		Account:  AzuriteAccount, Key: AzuriteKey, Dir: dir, cmd: cmd,
+		Account:  AzuriteAccount, Key: AzuriteKey, Dir: dir, cmd: cmd, exited: make(chan struct{}),
 	}
-	t.Cleanup(func() { a.stop(); logf.Close() })
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
-		if err == nil {
-			c.Close()
-			return a
+	go func() { cmd.Wait(); logf.Close(); close(a.exited) }()
+	ready := fmt.Sprintf("successfully listens on http://127.0.0.1:%d", port)
+	deadline := time.Now().Add(startTimeout) // only a guard against a hang: exits are seen at once
+	for !strings.Contains(readFrom(logPath, 0), ready) {
+		select {
+		case <-a.exited:
+			log := readFrom(logPath, 0)
+			if strings.Contains(log, "EADDRINUSE") {
+				return nil, errPortTaken
+			}
+			return nil, fmt.Errorf("azurite on port %d exited (%v) before listening; log:\n%s", port, cmd.ProcessState, log)
+		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(logf.Name())
-			t.Fatalf("testenv.StartAzurite: Azurite did not listen on port %d; log:\n%s", port, log)
+			a.stop()
+			return nil, fmt.Errorf("azurite did not listen on port %d in %v; log:\n%s", port, startTimeout, readFrom(logPath, 0))
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
+	return a, nil
 }
 
 // stop ends the Azurite process (by its PID) and waits for it.
 func (a *Azurite) stop() {
-	if a.cmd.Process == nil || a.cmd.ProcessState != nil {
+	select {
+	case <-a.exited:
 		return
+	default:
 	}
 	a.cmd.Process.Signal(os.Interrupt)
-	done := make(chan struct{})
-	go func() { a.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-a.exited:
 	case <-time.After(5 * time.Second):
 		a.cmd.Process.Kill()
-		<-done
+		<-a.exited
 	}
 }

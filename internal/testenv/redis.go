@@ -21,11 +21,12 @@ const RedisInstall = "install it with: apt-get install -y redis-server redis-too
 // Redis is a redis-server started by a test on 127.0.0.1 in its own
 // directory. It is stopped when the test ends.
 type Redis struct {
-	Dir  string // the server's working directory (dump.rdb, appendonlydir)
-	Port int
-	cmd  *exec.Cmd
-	conn net.Conn
-	r    *bufio.Reader
+	Dir    string // the server's working directory (dump.rdb, appendonlydir)
+	Port   int
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once cmd has exited
+	conn   net.Conn
+	r      *bufio.Reader
 }
 
 // Addr returns host:port.
@@ -40,35 +41,73 @@ func StartRedis(t testing.TB, dir string, directives ...string) *Redis {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	port := FreePort(t)
+	for range startAttempts {
+		s, err := startRedis(bin, dir, FreePort(t), directives)
+		if err == nil {
+			t.Cleanup(s.Stop)
+			return s
+		}
+		if !errors.Is(err, errPortTaken) {
+			t.Fatalf("testenv.StartRedis: %v", err)
+		}
+	}
+	t.Fatalf("testenv.StartRedis: another process took the port %d times in a row", startAttempts)
+	return nil
+}
+
+// startRedis starts redis-server on port and waits until it answers PING
+// and names its own process ID: an answer from another test's server on the
+// same port does not count. It returns errPortTaken when the server exited
+// because it could not bind.
+func startRedis(bin, dir string, port int, directives []string) (*Redis, error) {
+	logPath := filepath.Join(dir, "redis.log")
 	args := []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
-		"--save", "", "--daemonize", "no", "--logfile", filepath.Join(dir, "redis.log"),
+		"--save", "", "--daemonize", "no", "--logfile", logPath,
 		"--enable-debug-command", "yes"}
 	for _, d := range directives {
 		f := strings.Fields(d)
 		f[0] = "--" + f[0]
 		args = append(args, f...)
 	}
+	logStart := fileSize(logPath) // redis-server appends to its log
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("testenv.StartRedis: %v", err)
+		return nil, err
 	}
-	s := &Redis{Dir: dir, Port: port, cmd: cmd}
-	t.Cleanup(s.Stop)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if err := s.dial(); err == nil {
-			if v, err := s.Do("PING"); err == nil && v == "PONG" {
-				return s
+	s := &Redis{Dir: dir, Port: port, cmd: cmd, exited: make(chan struct{})}
+	go func() { cmd.Wait(); close(s.exited) }()
+	deadline := time.Now().Add(startTimeout) // only a guard against a hang: exits are seen at once
+	for !s.answers() {
+		select {
+		case <-s.exited:
+			log := readFrom(logPath, logStart)
+			if strings.Contains(log, "Address already in use") {
+				return nil, errPortTaken
 			}
+			return nil, fmt.Errorf("redis-server on port %d exited (%v) before answering; log:\n%s", port, cmd.ProcessState, log)
+		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(dir, "redis.log"))
-			t.Fatalf("testenv.StartRedis: redis-server did not answer on port %d; log:\n%s", port, log)
+			s.Stop()
+			return nil, fmt.Errorf("redis-server did not answer on port %d in %v; log:\n%s", port, startTimeout, readFrom(logPath, logStart))
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
+	return s, nil
+}
+
+// answers reports whether the server on s.Port is up, done loading, and is
+// the process s started.
+func (s *Redis) answers() bool {
+	if s.dial() != nil {
+		return false
+	}
+	if v, err := s.Do("PING"); err != nil || v != "PONG" { // -LOADING while it loads
+		return false
+	}
+	info, err := s.Do("INFO", "server") // INFO answers while loading
+	str, ok := info.(string)
+	return err == nil && ok && strings.Contains(str, fmt.Sprintf("\nprocess_id:%d\r", s.cmd.Process.Pid))
 }
 
 func (s *Redis) dial() error {
@@ -85,20 +124,20 @@ func (s *Redis) dial() error {
 
 // Stop shuts the server down without saving and waits for it to exit.
 func (s *Redis) Stop() {
-	if s.cmd == nil || s.cmd.Process == nil || s.cmd.ProcessState != nil {
+	select {
+	case <-s.exited:
 		return
+	default:
 	}
 	if s.conn != nil {
 		s.Do("SHUTDOWN", "NOSAVE")
 		s.conn.Close()
 	}
-	done := make(chan struct{})
-	go func() { s.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-s.exited:
 	case <-time.After(10 * time.Second):
 		s.cmd.Process.Kill()
-		<-done
+		<-s.exited
 	}
 }
 

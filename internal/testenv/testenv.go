@@ -6,11 +6,15 @@
 package testenv
 
 import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"strconv"
 	"testing"
+	"time"
 )
 
 // InCI reports whether the CI environment variable is set.
@@ -37,20 +41,79 @@ func LookPath(t testing.TB, program, install string) string {
 	return p
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a TCP port on 127.0.0.1 that accepted a listener a
+// moment ago. It is drawn at random from below the kernel's ephemeral range
+// (net.ipv4.ip_local_port_range), which outgoing connections take their
+// local ports from: a port from net.Listen(":0") is in that range, and any
+// connection made on the machine before the server binds can take it.
+// Two test processes can still draw the same port; StartRedis and
+// StartAzurite then see their server fail to bind and start it again on
+// another port, and check that the server answering is the one they
+// started.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("testenv.FreePort: %v", err)
+	low, high := serverPorts()
+	for range 1000 {
+		port := low + rand.IntN(high-low)
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err == nil {
+			l.Close()
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatalf("testenv.FreePort: no free port in [%d, %d) after 1000 tries", low, high)
+	return 0
 }
+
+// serverPorts returns the range FreePort draws from: the 10,000 ports below
+// the ephemeral range, or above it when that range starts too low.
+func serverPorts() (low, high int) {
+	eLow, eHigh := 32768, 60999 // Linux's default
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		var l, h int
+		if n, _ := fmt.Sscan(string(b), &l, &h); n == 2 && l > 0 && h >= l {
+			eLow, eHigh = l, h
+		}
+	}
+	if eLow-10000 >= 1024 {
+		return eLow - 10000, eLow
+	}
+	return eHigh + 1, min(eHigh+1+10000, 65536)
+}
+
+// startAttempts bounds how often a server is started again after losing
+// its port to another test process.
+const startAttempts = 10
+
+// startTimeout guards against a server that neither answers nor exits.
+const startTimeout = 60 * time.Second
+
+// errPortTaken reports that a server exited because its port was taken
+// between FreePort and its bind.
+var errPortTaken = errors.New("port taken before the server bound it")
 
 // Short reports whether heavy component tests should be trimmed: set
 // CACHECRYPT_SHORT=1 or pass -short.
 func Short() bool {
 	v, _ := strconv.ParseBool(os.Getenv("CACHECRYPT_SHORT"))
 	return v || testing.Short()
+}
+
+// fileSize returns the size of the file at path, or 0 if it cannot be read.
+func fileSize(path string) int64 {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+// readFrom returns the file at path from offset on, or "" if it cannot be
+// read.
+func readFrom(path string, offset int64) string {
+	b, err := os.ReadFile(path)
+	if err != nil || offset > int64(len(b)) {
+		return ""
+	}
+	return string(b[offset:])
 }
