@@ -3,8 +3,8 @@ package testenv
 import (
 	"errors"
 	"fmt"
-	"os"
 	"net"
+	"os"
 	"path/filepath"
 	"testing"
 )
