@@ -5,9 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/cachecrypt/cachecrypt/internal/testenv"
 	"github.com/stretchr/testify/require"
@@ -33,7 +31,7 @@ func TestRedisRoundTrip(t *testing.T) {
 	}
 	runBench()
 	srv.MustDo(t, "BGREWRITEAOF")
-	waitRewrite(t, srv)
+	srv.WaitRewrite(t)
 	runBench() // lands in the incremental part after the rewrite's base
 	digest := srv.Digest(t)
 	srv.Stop()
@@ -72,19 +70,6 @@ func TestRedisRoundTrip(t *testing.T) {
 	require.NoError(t, Export(enc, out3, keys, Options{}))
 	srv3 := testenv.StartRedis(t, filepath.Join(work, "r3"), "appendonly yes")
 	require.Equal(t, "ok", srv3.MustDo(t, "GET", "cc:extra1"))
-}
-
-func waitRewrite(t *testing.T, srv *testenv.Redis) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		info := srv.MustDo(t, "INFO", "persistence").(string)
-		if strings.Contains(info, "aof_rewrite_in_progress:0") && strings.Contains(info, "aof_rewrite_scheduled:0") {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatal("BGREWRITEAOF did not finish")
 }
 
 func requireSameFiles(t *testing.T, a, b string) {

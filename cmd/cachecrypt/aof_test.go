@@ -21,7 +21,7 @@ func redisAOF(t *testing.T) (dir, digest string) {
 	srv := testenv.StartRedis(t, t.TempDir(), "appendonly yes", "appendfsync always")
 	srv.MustDo(t, "DEBUG", "POPULATE", "5000", "key", "64")
 	srv.MustDo(t, "BGREWRITEAOF")
-	waitRewrite(t, srv)
+	srv.WaitRewrite(t)
 	for i := range 300 {
 		srv.MustDo(t, "SET", fmt.Sprintf("incr:%d", i), strings.Repeat("v", i))
 	}
@@ -29,18 +29,6 @@ func redisAOF(t *testing.T) (dir, digest string) {
 	digest = srv.Digest(t)
 	srv.Stop()
 	return filepath.Join(srv.Dir, "appendonlydir"), digest
-}
-
-func waitRewrite(t *testing.T, srv *testenv.Redis) {
-	t.Helper()
-	for range 500 {
-		info, _ := srv.MustDo(t, "INFO", "persistence").(string)
-		if strings.Contains(info, "aof_rewrite_in_progress:0") && strings.Contains(info, "aof_rewrite_scheduled:0") {
-			return
-		}
-		sleep10ms()
-	}
-	t.Fatal("BGREWRITEAOF did not finish")
 }
 
 // readParts returns the non-manifest files of an appendonlydir.

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/cachecrypt/cachecrypt/internal/testenv"
 	"github.com/stretchr/testify/require"
@@ -266,10 +265,21 @@ func TestEncryptPipeInterrupted(t *testing.T) {
 	_, err = w.Write(make([]byte, 1<<20))
 	require.NoError(t, err)
 	require.NoError(t, cmd.Process.Signal(os.Interrupt))
-	time.Sleep(100 * time.Millisecond)
-	w.Write(make([]byte, 1<<16)) // unblocks the read that is waiting
-	w.Close()
+	// Keep the input coming until the child is gone (EPIPE): the input never
+	// ends, so only the interrupt can end the command, however long the
+	// child takes to see it.
+	fed := make(chan struct{})
+	go func() {
+		defer close(fed)
+		for chunk := make([]byte, 1<<16); ; {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
 	err = cmd.Wait()
+	w.Close()
+	<-fed
 	var exit *exec.ExitError
 	require.ErrorAs(t, err, &exit, stderr.String())
 	require.Equal(t, exitOther, exit.ExitCode(), stderr.String())

@@ -100,4 +100,3 @@ func newInstance(t testing.TB) string {
 
 func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
 
-func sleep10ms() { time.Sleep(10 * time.Millisecond) }

@@ -218,6 +218,20 @@ func ReadReply(r *bufio.Reader) (any, error) {
 	return nil, fmt.Errorf("testenv: unexpected reply %q", line)
 }
 
+// WaitRewrite waits until no AOF rewrite is running or scheduled, as after
+// BGREWRITEAOF. Its only bound is a guard against a server that never
+// finishes, far beyond what a loaded machine needs.
+func (s *Redis) WaitRewrite(t testing.TB) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Minute); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		info, _ := s.MustDo(t, "INFO", "persistence").(string)
+		if strings.Contains(info, "aof_rewrite_in_progress:0") && strings.Contains(info, "aof_rewrite_scheduled:0") {
+			return
+		}
+	}
+	t.Fatal("testenv: BGREWRITEAOF did not finish in 5 minutes")
+}
+
 // Digest returns DEBUG DIGEST: a hash of the whole dataset.
 func (s *Redis) Digest(t testing.TB) string {
 	t.Helper()
