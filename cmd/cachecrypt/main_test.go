@@ -99,4 +99,3 @@ func newInstance(t testing.TB) string {
 }
 
 func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
-
