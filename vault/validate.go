@@ -223,13 +223,13 @@ func checkVault(ctx context.Context, id KeyID, req Requirements, add func(name, 
 		// https://learn.microsoft.com/azure/key-vault/managed-hsm/soft-delete-overview
 		add("soft delete", "the properties source says soft delete is off on the Managed HSM, where it is always on", "check the properties source: it must report enableSoftDelete of the Managed HSM (az keyvault show --hsm-name HSM)")
 	case !p.SoftDelete:
-		add("soft delete", "soft delete is off on the vault", "enable soft delete on the vault (az keyvault update --name VAULT --enable-soft-delete true)")
+		add("soft delete", "soft delete is off on the vault", "enable soft delete on the vault (az keyvault update --enable-soft-delete true)")
 	}
 	switch {
 	case !p.PurgeProtection && hsm:
 		add("purge protection", "purge protection is off on the Managed HSM", "enable purge protection on the Managed HSM (az keyvault update-hsm --hsm-name HSM --enable-purge-protection true); it cannot be turned off again")
 	case !p.PurgeProtection:
-		add("purge protection", "purge protection is off on the vault", "enable purge protection on the vault (az keyvault update --name VAULT --enable-purge-protection true); it cannot be turned off again")
+		add("purge protection", "purge protection is off on the vault", "enable purge protection on the vault (az keyvault update --enable-purge-protection true); it cannot be turned off again")
 	}
 	switch {
 	case strings.TrimSpace(req.Region) == "":
