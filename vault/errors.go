@@ -65,6 +65,14 @@ const (
 	reasonRequest              // the request itself was refused
 )
 
+// verdict is what a refusal means: a kek sentinel (or nil), a sentinel of
+// this package (or nil), the reason and what to do.
+type verdict struct {
+	kind, extra error
+	why         reason
+	detail      string
+}
+
 // opError is a failed vault call: a kek sentinel, a short description of
 // what the vault said and what to do, and the SDK error (for errors.As).
 type opError struct {
@@ -160,12 +168,13 @@ func classify(op string, key KeyID, err error, reached bool) error {
 	var afe *azidentity.AuthenticationFailedError
 	switch {
 	case errors.As(err, &afe) && afe.RawResponse != nil:
-		e.kind, e.why, e.detail = classifyIdentity(afe.RawResponse.StatusCode)
+		v := classifyIdentity(afe.RawResponse.StatusCode)
+		e.kind, e.why, e.detail = v.kind, v.why, v.detail
 	case errors.As(err, &re):
 		a := describe(re)
 		e.text = a.text()
-		e.kind, e.extra, e.why, e.detail = classifyStatus(op, a, key.ManagedHSM(), reached)
-		e.detail = e.text + ": " + e.detail
+		v := classifyStatus(op, a, key.ManagedHSM(), reached)
+		e.kind, e.extra, e.why, e.detail = v.kind, v.extra, v.why, e.text+": "+v.detail
 		if d := retryAfter(err); d > 0 {
 			e.detail += fmt.Sprintf("; the vault asked to retry after %s", d)
 		}
@@ -180,18 +189,18 @@ func classify(op string, key KeyID, err error, reached bool) error {
 }
 
 // classifyIdentity maps a refusal of the managed identity token endpoint.
-func classifyIdentity(status int) (error, reason, string) {
+func classifyIdentity(status int) verdict {
 	switch {
 	case status == http.StatusNotFound || status == http.StatusGone:
 		// IMDS answers 404 and 410 while it is being updated, and asks
 		// clients to retry:
 		// https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-to-use-vm-token#error-handling
-		return kek.ErrUnavailable, reasonTransient, fmt.Sprintf("the managed identity endpoint answered HTTP %d, which it does while it is being updated; retry in a minute", status)
+		return verdict{kind: kek.ErrUnavailable, why: reasonTransient, detail: fmt.Sprintf("the managed identity endpoint answered HTTP %d, which it does while it is being updated; retry in a minute", status)}
 	case status >= 400 && status < 500 && status != http.StatusTooManyRequests && status != http.StatusRequestTimeout:
-		return kek.ErrRevoked, reasonIdentity, fmt.Sprintf("the managed identity endpoint refused a token (HTTP %d): "+
-			"assign the user-assigned managed identity to this host and check its client ID or resource ID", status)
+		return verdict{kind: kek.ErrRevoked, why: reasonIdentity, detail: fmt.Sprintf("the managed identity endpoint refused a token (HTTP %d): "+
+			"assign the user-assigned managed identity to this host and check its client ID or resource ID", status)}
 	}
-	return kek.ErrUnavailable, reasonTransient, fmt.Sprintf("the managed identity endpoint failed (HTTP %d); retry later", status)
+	return verdict{kind: kek.ErrUnavailable, why: reasonTransient, detail: fmt.Sprintf("the managed identity endpoint failed (HTTP %d); retry later", status)}
 }
 
 // Inner error codes of Key Vault's 403 answers.
@@ -208,52 +217,52 @@ const (
 
 // classifyStatus maps an error answer of the vault to a kek sentinel, a
 // sentinel of this package, a reason and what to do.
-func classifyStatus(op string, a answer, hsm, reached bool) (kind, extra error, why reason, detail string) {
+func classifyStatus(op string, a answer, hsm, reached bool) verdict {
 	switch st := a.status; {
 	case st == http.StatusForbidden:
-		return classifyForbidden(op, a.inner, hsm, reached)
+		return classifyForbidden(a.inner, hsm, reached)
 	case st == http.StatusUnauthorized:
-		return kek.ErrRevoked, nil, reasonAuth, "the vault did not accept the identity's token: check that the identity belongs to the vault's tenant and that the vault URL names the right cloud"
+		return verdict{kek.ErrRevoked, nil, reasonAuth, "the vault did not accept the identity's token: check that the identity belongs to the vault's tenant and that the vault URL names the right cloud"}
 	case st == http.StatusNotFound:
-		return kek.ErrRevoked, nil, reasonNotFound, "the key does not exist or was deleted; recover it from soft delete (" + recoverCommand(hsm) + ") to restore access"
+		return verdict{kek.ErrRevoked, nil, reasonNotFound, "the key does not exist or was deleted; recover it from soft delete (" + recoverCommand(hsm) + ") to restore access"}
 	case st == http.StatusGone:
-		return kek.ErrRevoked, nil, reasonNotFound, "the key or its vault is gone; recover it from soft delete if it is still within its retention period (" + recoverCommand(hsm) + ")"
+		return verdict{kek.ErrRevoked, nil, reasonNotFound, "the key or its vault is gone; recover it from soft delete if it is still within its retention period (" + recoverCommand(hsm) + ")"}
 	case st == http.StatusConflict && (a.inner == "ObjectIsDeletedButRecoverable" || a.inner == "ObjectIsBeingDeleted"):
-		return kek.ErrRevoked, nil, reasonNotFound, "the key is deleted; recover it from soft delete (" + recoverCommand(hsm) + ") to restore access"
+		return verdict{kek.ErrRevoked, nil, reasonNotFound, "the key is deleted; recover it from soft delete (" + recoverCommand(hsm) + ") to restore access"}
 	case st == http.StatusConflict:
-		return kek.ErrUnavailable, nil, reasonTransient, "another operation on the key is in progress; retry"
+		return verdict{kek.ErrUnavailable, nil, reasonTransient, "another operation on the key is in progress; retry"}
 	case st == http.StatusBadRequest && op == "Unwrap" && !namesOtherCause(a):
-		return kek.ErrUnwrap, nil, reasonCiphertext, "the vault could not unwrap the ciphertext; it is corrupt or was not sealed by this key version"
+		return verdict{kek.ErrUnwrap, nil, reasonCiphertext, "the vault could not unwrap the ciphertext; it is corrupt or was not sealed by this key version"}
 	case st == http.StatusRequestTimeout || st == http.StatusTooManyRequests || st >= 500:
-		return kek.ErrUnavailable, nil, reasonTransient, "the vault is throttling or unavailable; retry later"
+		return verdict{kek.ErrUnavailable, nil, reasonTransient, "the vault is throttling or unavailable; retry later"}
 	case mentions(a.message, "api-version"):
-		return nil, ErrRequest, reasonRequest, "the vault does not serve the API version of this client; check for a proxy that rewrites requests, and update the Azure SDK"
+		return verdict{nil, ErrRequest, reasonRequest, "the vault does not serve the API version of this client; check for a proxy that rewrites requests, and update the Azure SDK"}
 	}
-	return nil, ErrRequest, reasonRequest, "the vault refused the request as sent; check for a proxy between this host and the vault"
+	return verdict{nil, ErrRequest, reasonRequest, "the vault refused the request as sent; check for a proxy between this host and the vault"}
 }
 
 // classifyForbidden maps a 403 answer by its inner code.
-func classifyForbidden(op, inner string, hsm, reached bool) (kind, extra error, why reason, detail string) {
+func classifyForbidden(inner string, hsm, reached bool) verdict {
 	switch inner {
 	case innerKeyDisabled:
-		return kek.ErrRevoked, nil, reasonDisabled, "the key is disabled; re-enable it to restore access (" + enableCommand(hsm) + ")"
+		return verdict{kek.ErrRevoked, nil, reasonDisabled, "the key is disabled; re-enable it to restore access (" + enableCommand(hsm) + ")"}
 	case innerKeyExpired, innerKeyNotYetValid:
-		return kek.ErrRevoked, nil, reasonDates, "the key is outside its activation/expiry dates; adjust them or rotate the key"
+		return verdict{kek.ErrRevoked, nil, reasonDates, "the key is outside its activation/expiry dates; adjust them or rotate the key"}
 	case innerKeyOperationForbidden:
-		return kek.ErrRevoked, nil, reasonKeyOperation, "the key does not allow this operation; allow wrapKey and unwrapKey on the key (" + opsCommand(hsm) + ")"
+		return verdict{kek.ErrRevoked, nil, reasonKeyOperation, "the key does not allow this operation; allow wrapKey and unwrapKey on the key (" + opsCommand(hsm) + ")"}
 	case innerForbiddenByFirewall:
-		return kek.ErrRevoked, ErrNetwork, reasonNetwork, "the vault firewall does not allow this host's address; add the host's network to the vault firewall, or allow trusted Azure services (" + bypassCommand(hsm) + ")"
+		return verdict{kek.ErrRevoked, ErrNetwork, reasonNetwork, "the vault firewall does not allow this host's address; add the host's network to the vault firewall, or allow trusted Azure services (" + bypassCommand(hsm) + ")"}
 	case innerForbiddenByConnection:
-		return kek.ErrRevoked, ErrNetwork, reasonNetwork, "public network access to the vault is off and the request did not come through an approved private endpoint; reach the vault through its private endpoint, or enable public access from selected networks"
+		return verdict{kek.ErrRevoked, ErrNetwork, reasonNetwork, "public network access to the vault is off and the request did not come through an approved private endpoint; reach the vault through its private endpoint, or enable public access from selected networks"}
 	case innerForbiddenByRbac:
 		if !reached {
-			return kek.ErrUnavailable, ErrAccessPending, reasonAccessPending, "the identity has no role on the key yet; " + rbacDelayNote + ", so if the role was just assigned, retry in a few minutes; otherwise " + grantFix(hsm)
+			return verdict{kek.ErrUnavailable, ErrAccessPending, reasonAccessPending, "the identity has no role on the key yet; " + rbacDelayNote + ", so if the role was just assigned, retry in a few minutes; otherwise " + grantFix(hsm)}
 		}
-		return kek.ErrRevoked, nil, reasonPermission, "the identity's role on the key was removed; " + grantFix(hsm)
+		return verdict{kek.ErrRevoked, nil, reasonPermission, "the identity's role on the key was removed; " + grantFix(hsm)}
 	case innerAccessDenied:
-		return kek.ErrRevoked, nil, reasonPermission, "the vault's access policies do not give the identity this permission; " + policyFix
+		return verdict{kek.ErrRevoked, nil, reasonPermission, "the vault's access policies do not give the identity this permission; " + policyFix}
 	}
-	return kek.ErrRevoked, nil, reasonPermission, "access to the key was refused; " + grantFix(hsm)
+	return verdict{kek.ErrRevoked, nil, reasonPermission, "access to the key was refused; " + grantFix(hsm)}
 }
 
 // namesOtherCause reports whether a 400 answer to an unwrap names a cause

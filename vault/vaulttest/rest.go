@@ -702,10 +702,12 @@ func (s *Server) crypt(op, base string, k *key, kv *keyVersion, body []byte) (in
 	case op == OpWrapKey && h != nil:
 		out, err = rsa.EncryptOAEP(h, rand.Reader, &kv.rsa.PublicKey, in, nil)
 	case op == OpWrapKey:
+		//lint:ignore SA1019 the service still serves RSA1_5; the emulator models it
 		out, err = rsa.EncryptPKCS1v15(rand.Reader, &kv.rsa.PublicKey, in)
 	case h != nil:
 		out, err = kv.rsa.Decrypt(nil, in, &rsa.OAEPOptions{Hash: hashOf(req.Alg)})
 	default:
+		//lint:ignore SA1019 the service still serves RSA1_5; the emulator models it
 		out, err = rsa.DecryptPKCS1v15(nil, kv.rsa, in)
 	}
 	if err != nil {
