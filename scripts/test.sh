@@ -31,6 +31,11 @@ if [ -f testenv/azurite/package-lock.json ] && [ ! -d testenv/azurite/node_modul
 	npm ci --prefix testenv/azurite --no-audit --no-fund --loglevel=error
 fi
 
+if [ -f vault/vaulttest/cmd/kvemulator/testdata/jsclient/package-lock.json ] && [ ! -d vault/vaulttest/cmd/kvemulator/testdata/jsclient/node_modules/@azure/keyvault-keys ]; then
+	echo "== installing the JavaScript Key Vault clients (npm ci, pinned by vault/vaulttest/cmd/kvemulator/testdata/jsclient/package-lock.json)"
+	npm ci --prefix vault/vaulttest/cmd/kvemulator/testdata/jsclient --no-audit --no-fund --loglevel=error
+fi
+
 echo "== go vet"
 go vet ./...
 if [ -f bench/go.mod ]; then (cd bench && go vet ./...); fi

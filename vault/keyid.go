@@ -8,16 +8,32 @@ import (
 )
 
 // vaultHostSuffixes are the DNS suffixes of the Key Vault and Managed HSM
-// data planes in the public and sovereign clouds.
+// data planes in the clouds Azure runs today: public, China (21Vianet), US
+// Government, and the sovereign clouds Bleu (France) and Delos (Germany).
+// The suffixes are those the official clients trust for the challenge
+// resource (the Key Vault resource of each cloud, such as
+// https://vault.sovcloud-api.fr; see the cloud environments listed by
+// Azure PowerShell, Get-AzEnvironment, and by Microsoft.Data.SqlClient's
+// Key Vault provider).
 var vaultHostSuffixes = []string{
 	".vault.azure.net",              // Azure public cloud
 	".vault.azure.cn",               // Azure operated by 21Vianet (China)
 	".vault.usgovcloudapi.net",      // Azure US Government
-	".vault.microsoftazure.de",      // Azure Germany (legacy)
+	".vault.sovcloud-api.fr",        // Bleu, the French sovereign cloud
+	".vault.sovcloud-api.de",        // Delos, the German sovereign cloud
 	".managedhsm.azure.net",         // Managed HSM, public cloud
 	".managedhsm.azure.cn",          // Managed HSM, China
 	".managedhsm.usgovcloudapi.net", // Managed HSM, US Government
+	".managedhsm.sovcloud-api.fr",   // Managed HSM, Bleu
+	".managedhsm.sovcloud-api.de",   // Managed HSM, Delos
 }
+
+// closedCloudSuffix is the DNS suffix of Microsoft Cloud Germany, which
+// closed on 2021-10-29
+// (https://learn.microsoft.com/previous-versions/azure/germany/germany-developer-guide):
+// its vault hosts (NAME.vault.microsoftazure.de, and the Managed HSM name
+// some clients list, NAME.managedhsm.microsoftazure.de) no longer answer.
+const closedCloudSuffix = ".microsoftazure.de"
 
 var (
 	vaultNameRE  = regexp.MustCompile(`^[a-z][a-z0-9-]{1,22}[a-z0-9]$`)
@@ -38,7 +54,8 @@ type KeyID struct {
 // "https://contoso.vault.azure.net/keys/cache-cmk" or
 // "https://contoso.managedhsm.azure.net/keys/cache-cmk/0123456789abcdef0123456789abcdef".
 // The host must be a Key Vault or Managed HSM host of a public or sovereign
-// Azure cloud.
+// Azure cloud. A trailing slash after the name (".../keys/cache-cmk/") is
+// the versionless form, as azkeys writes it.
 func ParseKeyID(s string) (KeyID, error) {
 	u, base, err := parseVaultURL(s)
 	if err != nil {
@@ -50,9 +67,9 @@ func ParseKeyID(s string) (KeyID, error) {
 	}
 	id := KeyID{Vault: base, Name: parts[1]}
 	if len(parts) == 3 {
-		if parts[2] == "" {
-			return KeyID{}, fmt.Errorf("vault.ParseKeyID: %q: empty key version after the trailing slash; drop the slash to follow the current version", s)
-		}
+		// ".../keys/NAME/" (empty version) is the versionless form that
+		// azkeys and the JavaScript and Python clients write: it follows
+		// the current version, like ".../keys/NAME".
 		id.Version = parts[2]
 	}
 	if err := id.check(); err != nil {
@@ -94,6 +111,9 @@ func parseVaultURL(s string) (*url.URL, string, error) {
 		return nil, "", fmt.Errorf("%q: must have no port", s)
 	}
 	host := strings.ToLower(u.Hostname())
+	if strings.HasSuffix(host, closedCloudSuffix) {
+		return nil, "", fmt.Errorf("%q: host %q is in Microsoft Cloud Germany, which closed on 2021-10-29; use a vault in an Azure region in Germany (NAME.vault.azure.net) or in the Delos cloud (NAME.vault.sovcloud-api.de)", s, host)
+	}
 	name, ok := vaultName(host)
 	if !ok {
 		return nil, "", fmt.Errorf("%q: host %q is not a Key Vault or Managed HSM host (NAME.vault.azure.net, NAME.managedhsm.azure.net or a sovereign-cloud equivalent)", s, host)

@@ -21,7 +21,11 @@ func TestParseKeyID(t *testing.T) {
 		{"https://CONTOSO.Vault.Azure.Net/keys/Cache-CMK-1/" + strings.ToUpper(ver), "https://contoso.vault.azure.net", "Cache-CMK-1", strings.ToUpper(ver), false},
 		{"https://contoso.vault.azure.cn/keys/cmk", "https://contoso.vault.azure.cn", "cmk", "", false},
 		{"https://contoso.vault.usgovcloudapi.net/keys/cmk/" + ver, "https://contoso.vault.usgovcloudapi.net", "cmk", ver, false},
-		{"https://contoso.vault.microsoftazure.de/keys/cmk", "https://contoso.vault.microsoftazure.de", "cmk", "", false},
+		{"https://contoso.vault.sovcloud-api.fr/keys/cmk", "https://contoso.vault.sovcloud-api.fr", "cmk", "", false},
+		{"https://contoso.vault.sovcloud-api.de/keys/cmk/" + ver, "https://contoso.vault.sovcloud-api.de", "cmk", ver, false},
+		{"https://contoso-hsm.managedhsm.sovcloud-api.fr/keys/cmk", "https://contoso-hsm.managedhsm.sovcloud-api.fr", "cmk", "", true},
+		{"https://contoso-hsm.managedhsm.sovcloud-api.de/keys/cmk", "https://contoso-hsm.managedhsm.sovcloud-api.de", "cmk", "", true},
+		{"https://contoso-hsm.managedhsm.azure.cn/keys/cmk", "https://contoso-hsm.managedhsm.azure.cn", "cmk", "", true},
 		{"https://contoso-hsm.managedhsm.azure.net/keys/cmk/" + ver, "https://contoso-hsm.managedhsm.azure.net", "cmk", ver, true},
 		{"https://abc.vault.azure.net/keys/" + strings.Repeat("k", 127), "https://abc.vault.azure.net", strings.Repeat("k", 127), "", false},
 		{"https://a23456789012345678901234.vault.azure.net/keys/k", "https://a23456789012345678901234.vault.azure.net", "k", "", false},
@@ -66,7 +70,10 @@ func TestParseKeyID(t *testing.T) {
 		{"https://contoso.vault.azure.net/keys/cmk/123", "key version"},
 		{"https://contoso.vault.azure.net/keys/cmk/" + ver + "0", "key version"},
 		{"https://contoso.vault.azure.net/keys/cmk/" + strings.Repeat("g", 32), "key version"},
-		{"https://contoso.vault.azure.net/keys/cmk/", "empty key version"},
+		{"https://contoso.vault.azure.net/keys/cmk//", "path must be"},
+		{"https://contoso.vault.microsoftazure.de/keys/cmk", "Microsoft Cloud Germany, which closed on 2021-10-29"},
+		{"https://contoso-hsm.managedhsm.microsoftazure.de/keys/cmk", "Microsoft Cloud Germany, which closed on 2021-10-29"},
+		{"https://contoso.vault.sovcloud-api.sg/keys/cmk", "not a Key Vault or Managed HSM host"},
 	}
 	for _, tc := range bad {
 		t.Run("bad "+tc.uri, func(t *testing.T) {
@@ -75,6 +82,20 @@ func TestParseKeyID(t *testing.T) {
 			require.Contains(t, err.Error(), tc.want)
 			require.True(t, strings.HasPrefix(err.Error(), "vault.ParseKeyID: "), err.Error())
 		})
+	}
+}
+
+// A versionless identifier with a trailing slash, the form azkeys and the
+// JavaScript and Python clients write, follows the current version.
+func TestParseKeyIDTrailingSlash(t *testing.T) {
+	for _, uri := range []string{"https://contoso.vault.azure.net/keys/cmk/", "https://contoso-hsm.managedhsm.azure.net/keys/cmk/"} {
+		id, err := vault.ParseKeyID(uri)
+		require.NoError(t, err, uri)
+		require.Empty(t, id.Version)
+		require.Equal(t, strings.TrimSuffix(uri, "/"), id.String())
+		k, err := vault.New(vault.Config{KeyID: uri, ManagedIdentity: "11111111-2222-3333-4444-555555555555"})
+		require.NoError(t, err)
+		require.Equal(t, id, k.KeyID())
 	}
 }
 

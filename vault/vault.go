@@ -14,8 +14,11 @@
 // sealed it, and keys sealed under older versions keep unwrapping.
 //
 // Errors match the sentinels of package kek: a disabled, deleted or
-// inaccessible key gives kek.ErrRevoked; throttling, outages and timeouts
-// give kek.ErrUnavailable once the retries are spent. Validate checks every
+// inaccessible key gives kek.ErrRevoked; throttling, outages, timeouts and
+// a managed identity endpoint being updated give kek.ErrUnavailable once the
+// retries are spent. This package's ErrNetwork, ErrAccessPending and
+// ErrRequest say more where the vault did: a firewall, a role assignment
+// not yet in effect, a request the vault will never accept. Validate checks every
 // prerequisite of a CMK and lists each failure, with its fix, in one
 // *kek.PrerequisiteError.
 //
@@ -29,9 +32,11 @@ import (
 	"math"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
@@ -84,8 +89,11 @@ type Config struct {
 
 	// ClientOptions configures the azkeys client: transport, retry policy
 	// (its MaxRetries, RetryDelay, MaxRetryDelay bound the retries of
-	// transient faults), and challenge verification. Its azcore options also
-	// configure the managed identity credential.
+	// transient faults), and challenge verification. The managed identity
+	// credential takes its transport, cloud, logging, telemetry and policies,
+	// but not its retry policy: azidentity keeps its own, which suits the
+	// token endpoint (IMDS: 6 retries, 2 s to 25 s apart, and 404 and 410
+	// retried while the endpoint is being updated).
 	ClientOptions *azkeys.ClientOptions
 
 	// MaxRetryAfter is the longest Retry-After the KEK waits out itself when
@@ -104,6 +112,11 @@ type KEK struct {
 	client        *azkeys.Client
 	maxRetryDelay time.Duration
 	maxRetryAfter time.Duration
+
+	// reached is set once a call has reached the key: after it, the vault
+	// refusing the identity is a revocation, not a role assignment still
+	// taking effect (see ErrAccessPending).
+	reached atomic.Bool
 }
 
 var _ kek.KEK = (*KEK)(nil)
@@ -126,7 +139,9 @@ func New(cfg Config) (*KEK, error) {
 	if opts.Retry.TryTimeout == 0 {
 		opts.Retry.TryTimeout = DefaultTryTimeout
 	}
-	cred, err := credential(cfg, opts.ClientOptions)
+	idOpts := opts.ClientOptions
+	idOpts.Retry = policy.RetryOptions{} // azidentity's own defaults, not the vault client's
+	cred, err := credential(cfg, idOpts)
 	if err != nil {
 		return nil, fmt.Errorf("vault.New: %w", err)
 	}
@@ -221,7 +236,7 @@ func (k *KEK) Wrap(ctx context.Context, key []byte) (kek.Wrapped, error) {
 		return err
 	})
 	if err != nil {
-		return kek.Wrapped{}, classify("Wrap", k.id, err)
+		return kek.Wrapped{}, k.classify("Wrap", k.id, err)
 	}
 	if res.KID == nil || len(res.Result) == 0 {
 		return kek.Wrapped{}, fmt.Errorf("vault.Wrap: key %s: the vault returned no key id or no ciphertext", k.id)
@@ -247,6 +262,12 @@ func (k *KEK) Unwrap(ctx context.Context, w kek.Wrapped) ([]byte, error) {
 	if err != nil || id.Version == "" || !id.sameKey(k.id) {
 		return nil, fmt.Errorf("vault.Unwrap: wrapped key names %q, not a version of %s: %w", w.KeyID, k.id, kek.ErrKeyMismatch)
 	}
+	if w.Algorithm == "" {
+		// Wrap always records the algorithm; guessing one would hide a
+		// descriptor that was altered or written by something else.
+		return nil, fmt.Errorf("vault.Unwrap: wrapped key %s records no wrapping algorithm (Wrap always records %s or %s); restore the keyring entry from a backup: %w",
+			w.KeyID, AlgorithmRSAOAEP256, AlgorithmRSAOAEP, kek.ErrUnwrap)
+	}
 	alg, err := algorithm(w.Algorithm)
 	if err != nil {
 		return nil, fmt.Errorf("vault.Unwrap: %w", err)
@@ -258,9 +279,15 @@ func (k *KEK) Unwrap(ctx context.Context, w kek.Wrapped) ([]byte, error) {
 		return err
 	})
 	if err != nil {
-		return nil, classify("Unwrap", id, err)
+		return nil, k.classify("Unwrap", id, err)
 	}
 	return res.Result, nil
+}
+
+// classify maps a failed call to its sentinels (see the package errors),
+// knowing whether the KEK has reached the key before.
+func (k *KEK) classify(op string, id KeyID, err error) error {
+	return classify(op, id, err, k.reached.Load())
 }
 
 // call runs op, then waits out a Retry-After that the SDK's retry policy
@@ -269,6 +296,9 @@ func (k *KEK) Unwrap(ctx context.Context, w kek.Wrapped) ([]byte, error) {
 func (k *KEK) call(ctx context.Context, op func(context.Context) error) error {
 	for attempt := 0; ; attempt++ {
 		err := op(ctx)
+		if err == nil {
+			k.reached.Store(true)
+		}
 		wait := retryAfter(err)
 		if wait <= k.maxRetryDelay || attempt == extraAttempts || k.maxRetryAfter < 0 || wait > k.maxRetryAfter {
 			return err

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 	"github.com/cachecrypt/cachecrypt/kek"
 	"github.com/cachecrypt/cachecrypt/vault"
@@ -60,9 +61,15 @@ func TestWrapUnwrap(t *testing.T) {
 // own names, and the SDK's challenge resource check passes for each.
 func TestHosts(t *testing.T) {
 	e := newEnv(t)
-	for _, host := range []string{"contoso.vault.azure.cn", "contoso.vault.usgovcloudapi.net", "contoso-hsm.managedhsm.azure.net"} {
+	for _, host := range []string{"contoso.vault.azure.cn", "contoso.vault.usgovcloudapi.net", "contoso-hsm.managedhsm.azure.net",
+		"contoso.vault.sovcloud-api.fr", "contoso.vault.sovcloud-api.de", "contoso-hsm.managedhsm.sovcloud-api.de"} {
 		t.Run(host, func(t *testing.T) {
-			k := e.kek(t, vault.Config{KeyID: "https://" + host + "/keys/" + e.key})
+			// Each host is its own vault: the key is created there.
+			admin, err := azkeys.NewClient("https://"+host, e.srv.Credential(adminPrincipal), e.srv.ClientOptions())
+			require.NoError(t, err)
+			_, err = admin.CreateKey(ctxT(t), e.key, azkeys.CreateKeyParameters{Kty: to.Ptr(azkeys.KeyTypeRSAHSM)}, nil)
+			require.NoError(t, err)
+			k := e.kek(t, vault.Config{KeyID: "https://" + host + "/keys/" + e.key + "/"})
 			w, err := k.Wrap(ctxT(t), randomKey(t))
 			require.NoError(t, err)
 			require.Contains(t, w.KeyID, "https://"+host+"/keys/cmk/")

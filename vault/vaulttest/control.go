@@ -2,6 +2,7 @@ package vaulttest
 
 import (
 	"context"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -13,7 +14,9 @@ import (
 
 // Credential returns a token credential for principal, an identity of the
 // emulator's own (such as "admin" or "cache-identity"). It is the way to
-// inject a credential; a principal has no permission until Grant.
+// inject a credential; a principal has no permission until Grant. Its
+// tokens are bound to the resource of the requested scope (such as
+// https://vault.azure.net/.default) and expire after an hour.
 func (s *Server) Credential(principal string) azcore.TokenCredential {
 	return &credential{s: s, principal: principal}
 }
@@ -23,18 +26,97 @@ type credential struct {
 	principal string
 }
 
-// GetToken issues a token for the credential's principal.
-func (c *credential) GetToken(_ context.Context, _ policy.TokenRequestOptions) (azcore.AccessToken, error) {
-	return azcore.AccessToken{Token: c.s.issue(c.principal), ExpiresOn: time.Now().Add(time.Hour)}, nil
+// GetToken issues a token for the credential's principal and the resource
+// of the first scope.
+func (c *credential) GetToken(_ context.Context, opts policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	var resource string
+	if len(opts.Scopes) > 0 {
+		resource = strings.TrimSuffix(opts.Scopes[0], "/.default")
+	}
+	tok, exp := c.s.issue(c.principal, resource)
+	return azcore.AccessToken{Token: tok, ExpiresOn: exp}, nil
 }
 
-// issue returns a new bearer token for principal.
-func (s *Server) issue(principal string) string {
+// tokenLifetime is the lifetime of the emulator's tokens; Entra ID's
+// access tokens live 60 to 90 minutes.
+const tokenLifetime = time.Hour
+
+// issue returns a new bearer token for principal, valid for resource.
+func (s *Server) issue(principal, resource string) (string, time.Time) {
 	tok := "vaulttest." + randHex(16)
+	exp := time.Now().Add(tokenLifetime).Truncate(time.Second)
 	s.mu.Lock()
-	s.tokens[tok] = principal
+	s.tokens[tok] = token{principal: principal, audience: strings.TrimSuffix(resource, "/"), expires: exp}
 	s.mu.Unlock()
-	return tok
+	return tok, exp
+}
+
+// ExpireTokens makes every token issued so far expired: the vault answers
+// requests that carry one with 401 and a new challenge, as it does when a
+// client keeps a token past its expiry.
+func (s *Server) ExpireTokens() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	past := time.Now().Add(-time.Second)
+	for k, t := range s.tokens {
+		t.expires = past
+		s.tokens[k] = t
+	}
+}
+
+// SetSystemAssignedIdentity gives the emulated host a system-assigned
+// managed identity, principal: the token endpoints then answer requests
+// that name no identity. By default the host has none, and such requests
+// are refused.
+func (s *Server) SetSystemAssignedIdentity(principal string) {
+	s.mu.Lock()
+	s.systemMI = principal
+	s.mu.Unlock()
+}
+
+// SetNetwork sets the network rule of the vault at vaultURL (see Network).
+// It governs the data plane only; SetProperties sets what the management
+// plane reports. Under NetworkFirewall, a vault whose properties allow
+// trusted services through (TrustedServicesBypass) lets the emulator's
+// identities in, as the service lets in the trusted Azure services that
+// hold customer-managed keys.
+func (s *Server) SetNetwork(vaultURL string, n Network) {
+	s.mu.Lock()
+	s.vault(hostOf(vaultURL)).network = n
+	s.mu.Unlock()
+}
+
+// UseAccessPolicies switches the vault at vaultURL to the access policy
+// permission model (on) or back to Azure RBAC (off, the default). The
+// permissions are those of Grant either way; what changes is the form of
+// a refusal: 403 with inner code AccessDenied instead of ForbiddenByRbac.
+func (s *Server) UseAccessPolicies(vaultURL string, on bool) {
+	s.mu.Lock()
+	s.vault(hostOf(vaultURL)).accessPolicies = on
+	s.mu.Unlock()
+}
+
+// vault returns the vault of host, creating it. Callers hold s.mu.
+func (s *Server) vault(host string) *vaultState {
+	v := s.vaults[host]
+	if v == nil {
+		v = &vaultState{keys: map[string]*key{}, deleted: map[string]*key{}}
+		s.vaults[host] = v
+	}
+	return v
+}
+
+// hostOf returns the lower-case host name of a vault URL, or of a bare
+// host (with or without a port).
+func hostOf(vaultURL string) string {
+	if u, err := url.Parse(vaultURL); err == nil && u.Host != "" {
+		return strings.ToLower(u.Hostname())
+	}
+	h := strings.ToLower(vaultURL)
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.Contains(h[i:], "]") {
+		h = h[:i]
+	}
+	return h
 }
 
 // Grant gives principal the key permissions perms (see the Op constants).
@@ -153,7 +235,7 @@ func (s *Server) ResetCounts() {
 func (s *Server) fault(op string) (f Fault, latency time.Duration) {
 	latency = s.latency
 	for i, ff := range s.faults {
-		if len(ff.Ops) > 0 && !slices.Contains(ff.Ops, op) {
+		if len(ff.Ops) > 0 && !slices.Contains(ff.Ops, op) || len(ff.Ops) == 0 && op == CountToken {
 			continue
 		}
 		f = *ff

@@ -15,8 +15,26 @@
 // The server answers for every vault host: a client built with
 // Server.ClientOptions reaches it under real names such as
 // https://contoso.vault.azure.net or https://contoso.managedhsm.azure.net,
-// so the SDK's challenge resource verification runs unchanged. Every host
-// shares one key store.
+// so the SDK's challenge resource verification runs unchanged. Each host is
+// its own vault, with its own keys.
+//
+// The emulator refuses what the service refuses, with the service's status,
+// error code, inner code and message shapes: tokens are bound to their
+// audience (the vault's cloud, or Azure Resource Manager) and expire; an
+// unsupported api-version is refused; a disabled key cannot even be read;
+// wrap is refused outside a key's activation and expiry dates but unwrap is
+// not; a vault can be put behind a firewall or made private-link only
+// (SetNetwork), and can use access policies instead of Azure RBAC
+// (UseAccessPolicies). Where the service documents a behaviour, the code
+// links the page; where the behaviour was inferred from the service's
+// answers and the SDKs, the code says so.
+//
+// Besides the App Service style token endpoint, the emulator serves the
+// Azure Instance Metadata Service (IMDS) token endpoint: a client from
+// Client reaches it at its real address, http://169.254.169.254.
+//
+// Command kvemulator (vault/vaulttest/cmd/kvemulator) serves an emulator
+// for programs that are not written in Go.
 package vaulttest
 
 import (
@@ -59,6 +77,9 @@ const (
 	OpWrapKey   = "wrapKey"
 	OpUnwrapKey = "unwrapKey"
 	OpRotate    = "rotate"
+
+	OpGetRotationPolicy = "getrotationpolicy"
+	OpSetRotationPolicy = "setrotationpolicy"
 )
 
 // Counters of requests outside the key operations (see Server.Count).
@@ -72,11 +93,33 @@ const (
 var CryptoServiceEncryptionUser = []string{OpGet, OpWrapKey, OpUnwrapKey}
 
 // AllPermissions holds every key permission the emulator knows.
-var AllPermissions = []string{OpGet, OpCreate, OpUpdate, OpDelete, OpRecover, OpPurge, OpList, OpWrapKey, OpUnwrapKey, OpRotate}
+var AllPermissions = []string{OpGet, OpCreate, OpUpdate, OpDelete, OpRecover, OpPurge, OpList, OpWrapKey, OpUnwrapKey, OpRotate,
+	OpGetRotationPolicy, OpSetRotationPolicy}
+
+// Network is the network rule of a vault's data plane (see SetNetwork).
+type Network int
+
+// Network rules. A Server reaches every vault from 127.0.0.1, which no
+// firewall rule of the emulator lists.
+const (
+	// NetworkOpen lets every address in (public network access from all
+	// networks), the default.
+	NetworkOpen Network = iota
+	// NetworkFirewall lets in only listed addresses and, when the vault's
+	// properties say so (TrustedServicesBypass), trusted Azure services:
+	// others get 403 ForbiddenByFirewall.
+	NetworkFirewall
+	// NetworkPrivateOnly disables public network access: a request that does
+	// not come through an approved private endpoint gets 403
+	// ForbiddenByConnection.
+	NetworkPrivateOnly
+)
 
 // Fault is an injected failure, applied to the next Count requests of the
 // data plane (0 means every request until ClearFaults). Only requests for
-// the operations in Ops are affected; empty Ops means all operations.
+// the operations in Ops are affected; empty Ops means all operations of the
+// data plane. Ops containing CountToken affects the managed identity token
+// endpoints (App Service and IMDS) too.
 type Fault struct {
 	Status     int           // HTTP status to answer with, such as 429 or 503; 0 for none
 	RetryAfter time.Duration // sent as Retry-After (whole seconds, rounded up), plus retry-after-ms when not whole
@@ -94,17 +137,32 @@ type Server struct {
 	tenant string
 
 	mu       sync.Mutex
-	keys     map[string]*key     // live keys by lower-case name
-	deleted  map[string]*key     // soft-deleted keys by lower-case name
-	tokens   map[string]string   // bearer token -> principal
-	perms    map[string][]string // principal -> permissions
-	mis      map[string]string   // managed identity client ID or resource ID (lower case) -> principal
+	vaults   map[string]*vaultState // by lower-case host name, without port
+	tokens   map[string]token       // bearer token -> what it grants
+	perms    map[string][]string    // principal -> permissions
+	mis      map[string]string      // managed identity client ID or resource ID (lower case) -> principal
+	systemMI string                 // principal of the system-assigned identity; "" for none
 	miHeader string
 	props    vault.Properties
 	faults   []*Fault
 	latency  time.Duration
 	counts   map[string]int
 	rate     rateLimit
+}
+
+// vaultState is one vault (or Managed HSM): its keys and its access rules.
+type vaultState struct {
+	keys           map[string]*key // live keys by lower-case name
+	deleted        map[string]*key // soft-deleted keys by lower-case name
+	network        Network
+	accessPolicies bool // access policy permission model instead of Azure RBAC
+}
+
+// token is an issued bearer token.
+type token struct {
+	principal string
+	audience  string // resource it was issued for, without a trailing slash
+	expires   time.Time
 }
 
 // rateLimit caps RSA operations (wrapkey, unwrapkey) per window.
@@ -136,9 +194,8 @@ func Start() (*Server, error) {
 	s := &Server{
 		caPEM:    caPEM,
 		tenant:   DefaultTenant,
-		keys:     map[string]*key{},
-		deleted:  map[string]*key{},
-		tokens:   map[string]string{},
+		vaults:   map[string]*vaultState{},
+		tokens:   map[string]token{},
 		perms:    map[string][]string{},
 		mis:      map[string]string{},
 		miHeader: randHex(16),
@@ -179,18 +236,34 @@ func (s *Server) ClientOptions() *azkeys.ClientOptions {
 
 // NewClient returns an HTTP client that dials addr for every host name and
 // trusts the certificate caPEM: a client of an emulator running in another
-// process.
+// process. It sends requests for the IMDS token endpoint
+// (http://169.254.169.254) to the emulator too, over TLS.
 func NewClient(addr string, caPEM []byte) *http.Client {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
 	d := &net.Dialer{Timeout: 5 * time.Second}
-	return &http.Client{Transport: &http.Transport{
+	return &http.Client{Transport: imdsOverTLS{&http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			return d.DialContext(ctx, network, addr)
 		},
 		MaxIdleConnsPerHost: 16,
-	}}
+	}}}
+}
+
+// imdsHost is the address of the Azure Instance Metadata Service.
+const imdsHost = "169.254.169.254"
+
+// imdsOverTLS sends plain HTTP requests for IMDS over TLS, since the
+// emulator listens for TLS only.
+type imdsOverTLS struct{ next http.RoundTripper }
+
+func (t imdsOverTLS) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.URL.Scheme == "http" && r.URL.Host == imdsHost {
+		r = r.Clone(r.Context())
+		r.URL.Scheme = "https"
+	}
+	return t.next.RoundTrip(r)
 }
 
 // ClientOptions returns azkeys client options for an emulator at addr whose
@@ -206,8 +279,13 @@ func ClientOptions(addr string, caPEM []byte) *azkeys.ClientOptions {
 // process (see NewClient).
 func (s *Server) WriteCACert(path string) error { return os.WriteFile(path, s.caPEM, 0o644) }
 
+// certLifetime is how long the emulator's certificate is valid: long enough
+// for an emulator that a command keeps running, and a CA file that a test
+// setup writes once.
+const certLifetime = 10 * 365 * 24 * time.Hour
+
 // selfSigned makes a self-signed ECDSA certificate valid for every Key Vault
-// and Managed HSM host, localhost and 127.0.0.1.
+// and Managed HSM host, localhost, 127.0.0.1 and the IMDS address.
 func selfSigned() (tls.Certificate, []byte, error) {
 	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -218,17 +296,18 @@ func selfSigned() (tls.Certificate, []byte, error) {
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: "vaulttest Key Vault emulator"},
 		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
+		NotAfter:              time.Now().Add(certLifetime),
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		IsCA:                  true,
 		BasicConstraintsValid: true,
 		DNSNames: []string{
-			"*.vault.azure.net", "*.vault.azure.cn", "*.vault.usgovcloudapi.net", "*.vault.microsoftazure.de",
-			"*.managedhsm.azure.net", "*.managedhsm.azure.cn", "*.managedhsm.usgovcloudapi.net", "localhost",
+			"*.vault.azure.net", "*.vault.azure.cn", "*.vault.usgovcloudapi.net", "*.vault.sovcloud-api.fr", "*.vault.sovcloud-api.de",
+			"*.managedhsm.azure.net", "*.managedhsm.azure.cn", "*.managedhsm.usgovcloudapi.net",
+			"*.managedhsm.sovcloud-api.fr", "*.managedhsm.sovcloud-api.de", "localhost",
 			"management.azure.com",
 		},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback, net.ParseIP(imdsHost)},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
 	if err != nil {

@@ -71,7 +71,7 @@ func TestWrapWireFormat(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, created.Key.N, 384)
 
-	tok, err := s.Credential("admin").GetToken(ctx, policy.TokenRequestOptions{})
+	tok, err := s.Credential("admin").GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{"https://vault.azure.net/.default"}})
 	require.NoError(t, err)
 	post := func(path, body string) (int, map[string]any) {
 		req, _ := http.NewRequest("POST", s.VaultURL("contoso")+path+"?api-version=2025-07-01", strings.NewReader(body))
