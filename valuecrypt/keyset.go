@@ -41,7 +41,7 @@ type Keyset struct {
 	store  Store
 	unwrap kek.Unwrapper
 
-	mu     sync.Mutex // serializes Reload, Rotate, Rewrap and Close
+	mu     sync.Mutex  // serializes Reload, Rotate, Rewrap and Close
 	sk     []byte      // keyset key (unwrapped); guarded by mu
 	env    envelope    // guarded by mu
 	stored []byte      // the stored form last loaded or saved; guarded by mu

@@ -67,8 +67,16 @@ func mmk(t *testing.T) *kek.MMK {
 // adapter client with cfg.
 func newClient(t *testing.T, s *server, cfg valuecrypt.Config) (*goredis.Client, *valuecrypt.Keyset) {
 	t.Helper()
-	ks, err := valuecrypt.Create(ctx, goredis.Store(s.rdb, ""), mmk(t))
+	c, ks, _ := newClientKEK(t, s, cfg)
+	return c, ks
+}
+
+// newClientKEK is newClient, also returning the KEK.
+func newClientKEK(t *testing.T, s *server, cfg valuecrypt.Config) (*goredis.Client, *valuecrypt.Keyset, *kek.MMK) {
+	t.Helper()
+	m := mmk(t)
+	ks, err := valuecrypt.Create(ctx, goredis.Store(s.rdb, ""), m)
 	require.NoError(t, err)
 	t.Cleanup(func() { ks.Close() })
-	return goredis.New(s.rdb, valuecrypt.NewCipher(ks, cfg)), ks
+	return goredis.New(s.rdb, valuecrypt.NewCipher(ks, cfg)), ks, m
 }
