@@ -100,12 +100,16 @@ func (c *Cipher) seal(kind byte, key, field string, plaintext []byte) ([]byte, e
 		return nil, ErrClosed
 	}
 	k := st.primary
-	out := make([]byte, headerSize+nonceSize, Overhead+len(plaintext))
-	out[0] = versionV1
-	binary.BigEndian.PutUint32(out[1:], k.id)
-	rand.Read(out[headerSize:])
-	ad := c.assoc(out[:headerSize], kind, key, field)
-	return k.aead.Seal(out, out[headerSize:], plaintext, ad), nil
+	// One allocation: the value, then the associated data in the spare
+	// tail, cut off from the returned slice's capacity.
+	n := Overhead + len(plaintext)
+	buf := make([]byte, n+c.adSize(key, field))
+	buf[0] = versionV1
+	binary.BigEndian.PutUint32(buf[1:], k.id)
+	rand.Read(buf[headerSize : headerSize+nonceSize])
+	ad := c.appendAD(buf[n:n], buf[:headerSize], kind, key, field)
+	out := k.aead.Seal(buf[:headerSize+nonceSize], buf[headerSize:headerSize+nonceSize], plaintext, ad)
+	return out[:n:n], nil
 }
 
 func (c *Cipher) open(ctx context.Context, kind byte, key, field string, value []byte) ([]byte, error) {
@@ -122,12 +126,15 @@ func (c *Cipher) open(ctx context.Context, kind byte, key, field string, value [
 	if err != nil {
 		return nil, err
 	}
-	ad := c.assoc(value[:headerSize], kind, key, field)
-	out, err := k.aead.Open(make([]byte, 0, len(value)-Overhead), value[headerSize:headerSize+nonceSize], value[headerSize+nonceSize:], ad)
+	n := len(value) - Overhead
+	buf := make([]byte, n+c.adSize(key, field))
+	ad := c.appendAD(buf[n:n], value[:headerSize], kind, key, field)
+	out, err := k.aead.Open(buf[:0], value[headerSize:headerSize+nonceSize], value[headerSize+nonceSize:], ad)
 	if err != nil {
+		clear(buf)
 		return nil, fmt.Errorf("%w; if it was moved with RENAME or COPY or comes from another context, write it again under its own name", ErrAuthentication)
 	}
-	return out, nil
+	return out[:n:n], nil
 }
 
 func (c *Cipher) plaintext(value []byte) ([]byte, error) {
@@ -137,10 +144,14 @@ func (c *Cipher) plaintext(value []byte) ([]byte, error) {
 	return value, fmt.Errorf("%w: read in migration mode; write it again, or run Reencrypt, to encrypt it", ErrPlaintext)
 }
 
-// assoc returns the associated data of a value.
-func (c *Cipher) assoc(header []byte, kind byte, key, field string) []byte {
-	n := len(c.ad) + headerSize + 1 + 3*binary.MaxVarintLen64 + len(c.cfg.Context) + len(key) + len(field)
-	ad := append(make([]byte, 0, n), c.ad...)
+// adSize bounds the size of the associated data of a value.
+func (c *Cipher) adSize(key, field string) int {
+	return len(c.ad) + headerSize + 1 + 3*binary.MaxVarintLen64 + len(c.cfg.Context) + len(key) + len(field)
+}
+
+// appendAD appends the associated data of a value to dst.
+func (c *Cipher) appendAD(dst, header []byte, kind byte, key, field string) []byte {
+	ad := append(dst, c.ad...)
 	ad = append(ad, header...)
 	ad = append(ad, kind)
 	for _, s := range []string{c.cfg.Context, key, field} {
