@@ -42,6 +42,9 @@ func NewCipher(ks *Keyset, cfg Config) *Cipher {
 	return &Cipher{ks: ks, cfg: cfg, ad: adLabel}
 }
 
+// Keyset returns the keyset of the Cipher.
+func (c *Cipher) Keyset() *Keyset { return c.ks }
+
 // Config returns the configuration of the Cipher.
 func (c *Cipher) Config() Config { return c.cfg }
 
@@ -171,8 +174,10 @@ func KeyID(value []byte) (uint32, bool) {
 }
 
 // Stale reports whether value should be sealed again: it is sealed under a
-// key other than the current primary, or (with Config.Migration) it is a
-// plaintext from before encryption. It does not authenticate value.
+// key older than the current primary, or (with Config.Migration) it is a
+// plaintext from before encryption. A value under a newer key than this
+// process knows is not stale: sealing it again here would move it back to
+// an older key. Stale does not authenticate value.
 func (c *Cipher) Stale(value []byte) bool {
 	st := c.ks.state.Load()
 	if st == nil {
@@ -182,7 +187,7 @@ func (c *Cipher) Stale(value []byte) bool {
 		return c.cfg.Migration
 	}
 	id, ok := KeyID(value)
-	return ok && id != st.primary.id
+	return ok && id < st.primary.id
 }
 
 // EncryptName encrypts a key or field name deterministically with AES-SIV

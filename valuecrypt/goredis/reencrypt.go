@@ -69,6 +69,11 @@ func (c *Client) Reencrypt(ctx context.Context, opts ReencryptOptions) (Progress
 	if r.opts.KeysetKey == "" {
 		r.opts.KeysetKey = KeysetKey
 	}
+	// Take up keys other processes added, so that no value is moved back
+	// from a newer key to this process's older primary.
+	if err := c.c.Keyset().Reload(ctx); err != nil {
+		return Progress{}, fmt.Errorf("goredis.Reencrypt: %w", err)
+	}
 	var err error
 	if cc, ok := c.rdb.(*redis.ClusterClient); ok {
 		err = cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error { return r.node(ctx, node) })
