@@ -319,13 +319,31 @@ func (ks *Keyset) lookup(ctx context.Context, id uint32) (*valueKey, error) {
 	if id <= st.maxID {
 		return nil, fmt.Errorf("%w: key id %d was retired or never existed (the keyset holds keys up to %d)", ErrUnknownKey, id, st.maxID)
 	}
-	if err := ks.Reload(ctx); err != nil {
-		return nil, fmt.Errorf("%w: key id %d is newer than this process's keyset, and reloading it failed: %w", ErrUnknownKey, id, err)
-	}
-	if st = ks.state.Load(); st != nil && st.byID[id] != nil {
-		return st.byID[id], nil
+	if k, err := ks.reloadFor(ctx, id); k != nil || err != nil {
+		return k, err
 	}
 	return nil, fmt.Errorf("%w: key id %d is not in the stored keyset either; was the value written by another application or keyset?", ErrUnknownKey, id)
+}
+
+// reloadFor reloads the keyset for key id, unless a concurrent reload
+// already brought it in.
+func (ks *Keyset) reloadFor(ctx context.Context, id uint32) (*valueKey, error) {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	st := ks.state.Load()
+	if st == nil {
+		return nil, ErrClosed
+	}
+	if k := st.byID[id]; k != nil {
+		return k, nil
+	}
+	if err := ks.reloadLocked(ctx); err != nil {
+		return nil, fmt.Errorf("%w: key id %d is newer than this process's keyset, and reloading it failed: %w", ErrUnknownKey, id, err)
+	}
+	if st = ks.state.Load(); st.byID[id] != nil {
+		return st.byID[id], nil
+	}
+	return nil, nil
 }
 
 func randomKey(n int) []byte {

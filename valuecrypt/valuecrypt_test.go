@@ -343,3 +343,29 @@ func FuzzOpen(f *testing.F) {
 		}
 	})
 }
+
+// TestConcurrentUnknownKeyOneReload: many goroutines meeting a value under
+// a key their keyset has not seen yet cause one reload between them.
+func TestConcurrentUnknownKeyOneReload(t *testing.T) {
+	ks, s, k := newKeyset(t)
+	other, err := valuecrypt.Open(ctx, s, k)
+	require.NoError(t, err)
+	defer other.Close()
+	_, err = ks.Rotate(ctx)
+	require.NoError(t, err)
+	v, err := valuecrypt.NewCipher(ks, valuecrypt.Config{}).Seal("k", []byte("new"))
+	require.NoError(t, err)
+	oc := valuecrypt.NewCipher(other, valuecrypt.Config{})
+	loads := s.loads.Load()
+	errs := make(chan error, 16)
+	for range 16 {
+		go func() {
+			_, err := oc.Open(ctx, "k", v)
+			errs <- err
+		}()
+	}
+	for range 16 {
+		require.NoError(t, <-errs)
+	}
+	require.Equal(t, loads+1, s.loads.Load())
+}
