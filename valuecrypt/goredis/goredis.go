@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unsafe"
 
 	"github.com/cachecrypt/cachecrypt/valuecrypt"
 	"github.com/redis/go-redis/v9"
@@ -83,18 +84,31 @@ func (c *Client) Get(ctx context.Context, key string) ([]byte, error) {
 }
 
 func (c *Client) openString(ctx context.Context, key string, cmd *redis.StringCmd) ([]byte, error) {
-	v, err := cmd.Bytes()
+	v, err := cmd.Result()
 	if errors.Is(err, redis.Nil) {
 		return nil, redis.Nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("goredis.Get: key %q: %w", key, err)
 	}
-	out, err := c.c.Open(ctx, key, v)
+	out, err := c.c.Open(ctx, key, view(v))
 	if err != nil {
-		return out, fmt.Errorf("goredis.Get: %w", err)
+		return owned(out, v), fmt.Errorf("goredis.Get: %w", err)
 	}
 	return out, nil
+}
+
+// view returns the bytes of the reply s without copying them. Open only
+// reads its input and returns new memory, except in migration mode, where
+// it returns its input: owned copies that case.
+func view(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+// owned returns out, copied when it is the reply s itself.
+func owned(out []byte, s string) []byte {
+	if len(out) > 0 && unsafe.SliceData(out) == unsafe.StringData(s) {
+		return []byte(s)
+	}
+	return out
 }
 
 // MGet returns the values of keys, in order, with nil for a key that does
@@ -122,7 +136,8 @@ func (c *Client) MGet(ctx context.Context, keys ...string) ([][]byte, error) {
 		if !ok {
 			continue
 		}
-		if out[i], err = c.c.Open(ctx, keys[i], []byte(s)); err != nil {
+		if out[i], err = c.c.Open(ctx, keys[i], view(s)); err != nil {
+			out[i] = owned(out[i], s)
 			errs = append(errs, err)
 		}
 	}
@@ -219,16 +234,16 @@ func (c *Client) fieldNames(key, field string) (string, string, error) {
 }
 
 func (c *Client) openField(ctx context.Context, key, field string, cmd *redis.StringCmd) ([]byte, error) {
-	v, err := cmd.Bytes()
+	v, err := cmd.Result()
 	if errors.Is(err, redis.Nil) {
 		return nil, redis.Nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("goredis.HGet: key %q: %w", key, err)
 	}
-	out, err := c.c.OpenField(ctx, key, field, v)
+	out, err := c.c.OpenField(ctx, key, field, view(v))
 	if err != nil {
-		return out, fmt.Errorf("goredis.HGet: %w", err)
+		return owned(out, v), fmt.Errorf("goredis.HGet: %w", err)
 	}
 	return out, nil
 }
@@ -255,9 +270,9 @@ func (c *Client) HGetAll(ctx context.Context, key string) (map[string][]byte, er
 				continue
 			}
 		}
-		pt, err := c.c.OpenField(ctx, key, f, []byte(v))
+		pt, err := c.c.OpenField(ctx, key, f, view(v))
 		if pt != nil {
-			out[f] = pt
+			out[f] = owned(pt, v)
 		}
 		if err != nil {
 			errs = append(errs, err)
