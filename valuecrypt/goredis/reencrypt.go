@@ -119,7 +119,7 @@ func (r *reencryption) node(ctx context.Context, node redis.Cmdable) error {
 
 // item is one stored key of a batch and what was read of it.
 type item struct {
-	stored, name string
+	stored string
 	typ          *redis.StatusCmd
 	str          *redis.StringCmd
 	hash         *redis.MapStringStringCmd
