@@ -120,9 +120,9 @@ func (r *reencryption) node(ctx context.Context, node redis.Cmdable) error {
 // item is one stored key of a batch and what was read of it.
 type item struct {
 	stored string
-	typ          *redis.StatusCmd
-	str          *redis.StringCmd
-	hash         *redis.MapStringStringCmd
+	typ    *redis.StatusCmd
+	str    *redis.StringCmd
+	hash   *redis.MapStringStringCmd
 }
 
 func (r *reencryption) batch(ctx context.Context, node redis.Cmdable, keys []string) error {
