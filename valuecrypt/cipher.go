@@ -34,12 +34,13 @@ type Config struct {
 type Cipher struct {
 	ks  *Keyset
 	cfg Config
-	ad  []byte // adLabel, to which each call appends the rest
+	ad  []byte // adLabel || uvarint(len(context)) || context: the fixed start of every value's associated data
 }
 
 // NewCipher returns a Cipher for the keys of ks and the context of cfg.
 func NewCipher(ks *Keyset, cfg Config) *Cipher {
-	return &Cipher{ks: ks, cfg: cfg, ad: adLabel}
+	ad := binary.AppendUvarint(append([]byte(nil), adLabel...), uint64(len(cfg.Context)))
+	return &Cipher{ks: ks, cfg: cfg, ad: append(ad, cfg.Context...)}
 }
 
 // Keyset returns the keyset of the Cipher.
@@ -149,7 +150,7 @@ func (c *Cipher) plaintext(value []byte) ([]byte, error) {
 
 // adSize bounds the size of the associated data of a value.
 func (c *Cipher) adSize(key, field string) int {
-	return len(c.ad) + headerSize + 1 + 3*binary.MaxVarintLen64 + len(c.cfg.Context) + len(key) + len(field)
+	return len(c.ad) + headerSize + 1 + 2*binary.MaxVarintLen64 + len(key) + len(field)
 }
 
 // appendAD appends the associated data of a value to dst.
@@ -157,11 +158,10 @@ func (c *Cipher) appendAD(dst, header []byte, kind byte, key, field string) []by
 	ad := append(dst, c.ad...)
 	ad = append(ad, header...)
 	ad = append(ad, kind)
-	for _, s := range []string{c.cfg.Context, key, field} {
-		ad = binary.AppendUvarint(ad, uint64(len(s)))
-		ad = append(ad, s...)
-	}
-	return ad
+	ad = binary.AppendUvarint(ad, uint64(len(key)))
+	ad = append(ad, key...)
+	ad = binary.AppendUvarint(ad, uint64(len(field)))
+	return append(ad, field...)
 }
 
 // KeyID returns the id of the key that sealed value, and false when value

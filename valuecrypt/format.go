@@ -21,8 +21,8 @@ import (
 //
 // The associated data is
 //
-//	"cachecrypt/valuecrypt/v1" 0x00 || version || key id || kind ||
-//	uvarint(len(context)) || context || uvarint(len(key)) || key ||
+//	"cachecrypt/valuecrypt/v1" 0x00 || uvarint(len(context)) || context ||
+//	version || key id || kind || uvarint(len(key)) || key ||
 //	uvarint(len(field)) || field
 //
 // where kind is 's' for a string value and 'h' for a hash field.

@@ -102,13 +102,13 @@ func TestVectorIndependentDecoder(t *testing.T) {
 	}
 
 	ad := func(header []byte, kind byte, field string) []byte {
-		a := append([]byte("cachecrypt/valuecrypt/v1\x00"), header...)
-		a = append(a, kind)
-		for _, s := range []string{vectorContext, vectorKey, field} {
-			a = binary.AppendUvarint(a, uint64(len(s)))
-			a = append(a, s...)
-		}
-		return a
+		a := append([]byte("cachecrypt/valuecrypt/v1\x00"), byte(len(vectorContext)))
+		a = append(a, vectorContext...)
+		a = append(a, header...)
+		a = append(a, kind, byte(len(vectorKey)))
+		a = append(a, vectorKey...)
+		a = append(a, byte(len(field)))
+		return append(a, field...)
 	}
 	for _, v := range []struct {
 		file  string
