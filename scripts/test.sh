@@ -45,7 +45,7 @@ go test -count=1 -timeout 15m ./...
 
 echo "== go test -race (crypto and concurrency packages)"
 race_pkgs=()
-for p in ./internal/stream ./dek ./kek/... ./aof ./nvme ./osdisk ./vault/... .; do
+for p in ./internal/stream ./dek ./kek/... ./aof ./nvme ./osdisk ./vault/... ./valuecrypt/... .; do
 	d=${p%/...}
 	[ -d "$d" ] && ls "$d"/*_test.go >/dev/null 2>&1 && race_pkgs+=("$p")
 done

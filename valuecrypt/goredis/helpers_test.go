@@ -1,0 +1,82 @@
+package goredis_test
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cachecrypt/cachecrypt/internal/testenv"
+	"github.com/cachecrypt/cachecrypt/kek"
+	"github.com/cachecrypt/cachecrypt/valuecrypt"
+	"github.com/cachecrypt/cachecrypt/valuecrypt/goredis"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+)
+
+var ctx = context.Background()
+
+// server is a redis-server started by the test, with a go-redis client on it.
+type server struct {
+	srv *testenv.Redis
+	rdb redis.UniversalClient
+}
+
+// startRedis starts a standalone redis-server.
+func startRedis(t *testing.T) *server {
+	t.Helper()
+	srv := testenv.StartRedis(t, t.TempDir())
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	return &server{srv: srv, rdb: rdb}
+}
+
+// startCluster starts a one-node Redis Cluster holding every slot, and a
+// ClusterClient on it: multi-key commands across slots fail there exactly
+// as on a larger cluster.
+func startCluster(t *testing.T) *server {
+	t.Helper()
+	srv := testenv.StartRedis(t, t.TempDir(), "cluster-enabled yes", "cluster-config-file nodes.conf")
+	srv.MustDo(t, "CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		info := srv.MustDo(t, "CLUSTER", "INFO").(string)
+		if strings.Contains(info, "cluster_state:ok") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster did not reach state ok:\n%s", info)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{srv.Addr()}})
+	t.Cleanup(func() { rdb.Close() })
+	return &server{srv: srv, rdb: rdb}
+}
+
+// mmk returns a platform-managed key kept in a file of the test.
+func mmk(t *testing.T) *kek.MMK {
+	t.Helper()
+	m, err := kek.LoadMMK(filepath.Join(t.TempDir(), "platform.key"))
+	require.NoError(t, err)
+	return m
+}
+
+// newClient creates a keyset in the server under the MMK and returns an
+// adapter client with cfg.
+func newClient(t *testing.T, s *server, cfg valuecrypt.Config) (*goredis.Client, *valuecrypt.Keyset) {
+	t.Helper()
+	c, ks, _ := newClientKEK(t, s, cfg)
+	return c, ks
+}
+
+// newClientKEK is newClient, also returning the KEK.
+func newClientKEK(t *testing.T, s *server, cfg valuecrypt.Config) (*goredis.Client, *valuecrypt.Keyset, *kek.MMK) {
+	t.Helper()
+	m := mmk(t)
+	ks, err := valuecrypt.Create(ctx, goredis.Store(s.rdb, ""), m)
+	require.NoError(t, err)
+	t.Cleanup(func() { ks.Close() })
+	return goredis.New(s.rdb, valuecrypt.NewCipher(ks, cfg)), ks, m
+}
