@@ -54,7 +54,7 @@ func TestStartAzuriteOnATakenPort(t *testing.T) {
 func TestFreePortOutsideEphemeralRange(t *testing.T) {
 	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
 	if err != nil {
-		t.Skipf("no ephemeral port range to check against: %v", err)
+		Missing(t, "/proc/sys/net/ipv4/ip_local_port_range", "run the tests on Linux")
 	}
 	var low, high int
 	if _, err := fmt.Sscan(string(b), &low, &high); err != nil {
