@@ -1,7 +1,6 @@
 package testenv
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -55,18 +54,9 @@ func StartAzurite(t testing.TB) *Azurite {
 	if main == "" {
 		Missing(t, "Azurite (testenv/azurite/node_modules)", AzuriteInstall)
 	}
-	for range startAttempts {
-		a, err := startAzurite(node, main, t.TempDir(), FreePort(t))
-		if err == nil {
-			t.Cleanup(a.stop)
-			return a
-		}
-		if !errors.Is(err, errPortTaken) {
-			t.Fatalf("testenv.StartAzurite: %v", err)
-		}
-	}
-	t.Fatalf("testenv.StartAzurite: another process took the port %d times in a row", startAttempts)
-	return nil
+	a := onFreePort(t, "StartAzurite", func(port int) (*Azurite, error) { return startAzurite(node, main, t.TempDir(), port) })
+	t.Cleanup(a.stop)
+	return a
 }
 
 // startAzurite starts Azurite's blob service on port and waits until it

@@ -41,18 +41,9 @@ func StartRedis(t testing.TB, dir string, directives ...string) *Redis {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for range startAttempts {
-		s, err := startRedis(bin, dir, FreePort(t), directives)
-		if err == nil {
-			t.Cleanup(s.Stop)
-			return s
-		}
-		if !errors.Is(err, errPortTaken) {
-			t.Fatalf("testenv.StartRedis: %v", err)
-		}
-	}
-	t.Fatalf("testenv.StartRedis: another process took the port %d times in a row", startAttempts)
-	return nil
+	s := onFreePort(t, "StartRedis", func(port int) (*Redis, error) { return startRedis(bin, dir, port, directives) })
+	t.Cleanup(s.Stop)
+	return s
 }
 
 // startRedis starts redis-server on port and waits until it answers PING

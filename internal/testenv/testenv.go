@@ -85,6 +85,24 @@ func serverPorts() (low, high int) {
 // its port to another test process.
 const startAttempts = 10
 
+// onFreePort calls start with ports from FreePort until it returns
+// anything but errPortTaken, and fails the test (named by fn) on an error.
+func onFreePort[T any](t testing.TB, fn string, start func(port int) (T, error)) T {
+	t.Helper()
+	for range startAttempts {
+		s, err := start(FreePort(t))
+		if errors.Is(err, errPortTaken) {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("testenv.%s: %v", fn, err)
+		}
+		return s
+	}
+	t.Fatalf("testenv.%s: another process took the port %d times in a row", fn, startAttempts)
+	panic("unreachable")
+}
+
 // startTimeout guards against a server that neither answers nor exits.
 const startTimeout = 60 * time.Second
 
