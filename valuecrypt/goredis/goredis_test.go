@@ -31,14 +31,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Run(su.name, func(t *testing.T) {
 			s := su.start(t)
 			c, _ := newClient(t, s, su.cfg)
-			stored := func(n string) string {
-				if !su.cfg.EncryptNames {
-					return n
-				}
-				e, err := c.Cipher().EncryptName(n)
-				require.NoError(t, err)
-				return e
-			}
+			stored := func(n string) string { return storedName(t, c, n) }
 
 			require.NoError(t, c.Set(ctx, "s:1", []byte("one"), 0))
 			require.NoError(t, c.Set(ctx, "s:2", []byte("two"), time.Hour))

@@ -80,3 +80,15 @@ func newClientKEK(t *testing.T, s *server, cfg valuecrypt.Config) (*goredis.Clie
 	t.Cleanup(func() { ks.Close() })
 	return goredis.New(s.rdb, valuecrypt.NewCipher(ks, cfg)), ks, m
 }
+
+// storedName returns the name under which c stores the key or field name n:
+// n itself, or its encryption when c's Config.EncryptNames is set.
+func storedName(t *testing.T, c *goredis.Client, n string) string {
+	t.Helper()
+	if !c.Cipher().Config().EncryptNames {
+		return n
+	}
+	e, err := c.Cipher().EncryptName(n)
+	require.NoError(t, err)
+	return e
+}

@@ -178,14 +178,7 @@ func TestReencryptMigratesPlaintext(t *testing.T) {
 		t.Run(su.name, func(t *testing.T) {
 			s := su.start(t)
 			c, ks := newClient(t, s, su.cfg)
-			storedName := func(n string) string {
-				if !su.cfg.EncryptNames {
-					return n
-				}
-				e, err := c.Cipher().EncryptName(n)
-				require.NoError(t, err)
-				return e
-			}
+			storedName := func(n string) string { return storedName(t, c, n) }
 			require.NoError(t, s.rdb.Set(ctx, storedName("legacy:1"), "plain one", 0).Err())
 			require.NoError(t, s.rdb.HSet(ctx, storedName("legacy:h"), storedName("f"), "plain field").Err())
 			require.NoError(t, c.Set(ctx, "new", []byte("sealed"), 0))
