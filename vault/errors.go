@@ -296,25 +296,22 @@ const (
 	policyFix     = "add an access policy giving the managed identity get, wrapKey and unwrapKey on keys (" + policyCommand + ")"
 )
 
-func recoverCommand(hsm bool) string {
+// keyCommand is the az command that runs verb on the key, in a vault or a
+// Managed HSM, with the extra arguments args (each starting with a space).
+func keyCommand(hsm bool, verb, args string) string {
+	where := "--vault-name VAULT"
 	if hsm {
-		return "az keyvault key recover --hsm-name HSM --name KEY"
+		where = "--hsm-name HSM"
 	}
-	return "az keyvault key recover --vault-name VAULT --name KEY"
+	return "az keyvault key " + verb + " " + where + " --name KEY" + args
 }
 
-func enableCommand(hsm bool) string {
-	if hsm {
-		return "az keyvault key set-attributes --hsm-name HSM --name KEY --enabled true"
-	}
-	return "az keyvault key set-attributes --vault-name VAULT --name KEY --enabled true"
-}
+func recoverCommand(hsm bool) string { return keyCommand(hsm, "recover", "") }
+
+func enableCommand(hsm bool) string { return keyCommand(hsm, "set-attributes", " --enabled true") }
 
 func opsCommand(hsm bool) string {
-	if hsm {
-		return "az keyvault key set-attributes --hsm-name HSM --name KEY --ops wrapKey unwrapKey"
-	}
-	return "az keyvault key set-attributes --vault-name VAULT --name KEY --ops wrapKey unwrapKey"
+	return keyCommand(hsm, "set-attributes", " --ops wrapKey unwrapKey")
 }
 
 func bypassCommand(hsm bool) string {
