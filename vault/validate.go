@@ -256,24 +256,24 @@ func (k *KEK) checkRoundTrip(ctx context.Context, add func(name, problem, fix st
 	probe := make([]byte, 32)
 	rand.Read(probe)
 	defer clear(probe)
-	w, err := k.Wrap(ctx, probe)
-	if err != nil {
-		name, problem, fix, transient := refusal(err, hsm, "wrap")
+	// refused records a refusal as a failed check; a transient failure is
+	// returned instead.
+	refused := func(err error, op string) error {
+		name, problem, fix, transient := refusal(err, hsm, op)
 		if transient {
 			return err
 		}
 		add(name, problem, fix)
 		return nil
 	}
+	w, err := k.Wrap(ctx, probe)
+	if err != nil {
+		return refused(err, "wrap")
+	}
 	got, err := k.Unwrap(ctx, w)
 	defer clear(got)
 	if err != nil {
-		name, problem, fix, transient := refusal(err, hsm, "unwrap")
-		if transient {
-			return err
-		}
-		add(name, problem, fix)
-		return nil
+		return refused(err, "unwrap")
 	}
 	if !bytes.Equal(got, probe) {
 		add("wrap round trip", "the key unwrapped by the vault differs from the key wrapped", "check that the key is an RSA key and not being rotated concurrently; contact support if it persists")
