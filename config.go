@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/cachecrypt/cachecrypt/dek"
+	"github.com/cachecrypt/cachecrypt/internal/atomicfile"
 	"github.com/cachecrypt/cachecrypt/kek"
 	"github.com/cachecrypt/cachecrypt/nvme"
 )
@@ -108,7 +110,11 @@ type Config struct {
 
 	now      func() time.Time // tests: the clock
 	stepHook func(string)     // tests: runs before each step of a switch
+	fs       atomicfile.FS    // tests: the filesystem of keyrings, snapshots and markers
 }
+
+// keyringOpts returns the options every keyring is opened with.
+func (i *Instance) keyringOpts() []dek.Option { return []dek.Option{dek.WithFS(i.cfg.fs)} }
 
 func (c *Config) setDefaults(dir string) {
 	if c.Tier == 0 {
@@ -134,5 +140,8 @@ func (c *Config) setDefaults(dir string) {
 	}
 	if c.now == nil {
 		c.now = time.Now
+	}
+	if c.fs == nil {
+		c.fs = atomicfile.OS
 	}
 }

@@ -1,6 +1,8 @@
 package cachecrypt
 
 import (
+	"errors"
+
 	"github.com/cachecrypt/cachecrypt/internal/integrity"
 	"github.com/cachecrypt/cachecrypt/kek"
 )
@@ -31,4 +33,8 @@ var (
 	// ErrUnsupported: a key setup that is not allowed, such as a CMK on the
 	// ephemeral NVMe flash disk.
 	ErrUnsupported = kek.ErrUnsupported
+
+	// ErrLocked: another Instance (in this process or another) has the
+	// instance open. Close it, or ask it to act on your behalf.
+	ErrLocked = errors.New("cachecrypt: instance in use")
 )

@@ -23,6 +23,7 @@ const (
 	EventRestored EventKind = "restored"  // KEK access returned; disks resumed
 	EventSwitch   EventKind = "switch"    // an encryption switch completed
 	EventRecover  EventKind = "recovered" // Open finished an interrupted switch
+	EventSweep    EventKind = "swept"     // Open removed temporary files a crash left
 )
 
 // Event describes one key operation. It never holds key bytes.
@@ -32,6 +33,7 @@ type Event struct {
 	Disk       string         // disk name, or "" for the instance
 	KEK        kek.Descriptor // the KEK version involved
 	DEKVersion uint32         // active DEK version after the operation
+	Detail     string         // what was done, for people (files, versions)
 	Err        error          // set for failures
 }
 
@@ -46,6 +48,9 @@ func (i *Instance) emit(e Event) {
 	}
 	if e.DEKVersion != 0 {
 		attrs = append(attrs, slog.Uint64("dek_version", uint64(e.DEKVersion)))
+	}
+	if e.Detail != "" {
+		attrs = append(attrs, slog.String("detail", e.Detail))
 	}
 	level := slog.LevelInfo
 	if e.Err != nil {

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cachecrypt/cachecrypt/aof"
 	"github.com/cachecrypt/cachecrypt/dek"
 	"github.com/cachecrypt/cachecrypt/kek"
 	"github.com/cachecrypt/cachecrypt/nvme"
@@ -39,8 +40,13 @@ type Instance struct {
 	cfg Config
 	mmk *kek.MMK
 
-	admin   sync.Mutex   // serializes SetEncryption, RotateDEK, Probe, Close
-	writers sync.RWMutex // snapshot writers share it; RetireUnused takes it alone
+	admin  sync.Mutex // serializes SetEncryption, RotateDEK, RetireUnused, Probe, Close
+	leases leases     // DEK versions running writers may use; see versions.go
+	snapMu sync.Mutex // held while a snapshot is committed (for an import, while it runs)
+	lock   *os.File   // the instance lock, held until Close
+
+	aofMu sync.Mutex
+	aof   *aof.Log // the log an open AOF holds, guarded by aofMu
 
 	mu           sync.RWMutex
 	kek          kek.KEK     // the KEK of the persistent disks now
@@ -73,31 +79,49 @@ func Open(ctx context.Context, dir string, cfg Config) (*Instance, error) {
 	if err := os.MkdirAll(filepath.Dir(cfg.PlatformKeyFile), 0o700); err != nil {
 		return nil, fmt.Errorf("cachecrypt.Open: %w", err)
 	}
-	mmk, err := kek.LoadMMK(cfg.PlatformKeyFile)
+	lock, err := lockInstance(dir)
 	if err != nil {
 		return nil, fmt.Errorf("cachecrypt.Open: %w", err)
 	}
-	i := &Instance{dir: dir, cfg: cfg, mmk: mmk, stop: make(chan struct{})}
+	i, err := openLocked(ctx, dir, cfg, lock)
+	if err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("cachecrypt.Open: %w", err)
+	}
+	return i, nil
+}
+
+// openLocked opens the instance once its lock is held.
+func openLocked(ctx context.Context, dir string, cfg Config, lock *os.File) (*Instance, error) {
+	i := &Instance{dir: dir, cfg: cfg, lock: lock, stop: make(chan struct{})}
+	if err := i.sweep(); err != nil {
+		return nil, err
+	}
+	mmk, err := kek.LoadMMK(cfg.PlatformKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	i.mmk = mmk
 	i.kek = i.resolve(cfg.Encryption)
 	if err := validate(ctx, cfg.Encryption, i.kek); err != nil {
-		return nil, fmt.Errorf("cachecrypt.Open: %w", err)
+		return nil, err
 	}
 	for _, name := range []string{DiskPersistence, DiskOS} {
 		d, err := i.openDisk(ctx, name)
 		if err != nil {
 			i.closeDisks()
-			return nil, fmt.Errorf("cachecrypt.Open: %w", err)
+			return nil, err
 		}
 		i.disks = append(i.disks, d)
 	}
 	if i.scratch, err = osdisk.New(i.DiskDir(DiskOS), i.disks[1].keyring); err != nil {
 		i.closeDisks()
-		return nil, fmt.Errorf("cachecrypt.Open: %w", err)
+		return nil, err
 	}
 	if cfg.Tier == FlashOptimized {
 		if i.flash, err = i.openFlash(); err != nil {
 			i.closeDisks()
-			return nil, fmt.Errorf("cachecrypt.Open: %w", err)
+			return nil, err
 		}
 	}
 	i.lastCheck = cfg.now()
@@ -158,14 +182,14 @@ func (i *Instance) openDisk(ctx context.Context, name string) (*disk, error) {
 	}
 	path := filepath.Join(dir, keyringFile)
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-		r, err := dek.Create(ctx, path, newDiskID(name), i.kek)
+		r, err := dek.Create(ctx, path, newDiskID(name), i.kek, i.keyringOpts()...)
 		if err != nil {
 			return nil, err
 		}
 		i.emit(Event{Kind: EventWrap, Disk: name, KEK: r.Descriptor(), DEKVersion: r.Active()})
 		return &disk{name: name, keyring: r}, nil
 	}
-	r, err := dek.Open(ctx, path, i.kek)
+	r, err := dek.Open(ctx, path, i.kek, i.keyringOpts()...)
 	if err == nil {
 		i.emit(Event{Kind: EventUnwrap, Disk: name, KEK: r.Descriptor(), DEKVersion: r.Active()})
 		return &disk{name: name, keyring: r}, nil
@@ -174,7 +198,7 @@ func (i *Instance) openDisk(ctx context.Context, name string) (*disk, error) {
 		return nil, err
 	}
 	others := append([]kek.Unwrapper{i.mmk}, i.cfg.Previous...)
-	r, err = dek.Open(ctx, path, kek.First(others...))
+	r, err = dek.Open(ctx, path, kek.First(others...), i.keyringOpts()...)
 	if err != nil {
 		return nil, err
 	}
@@ -233,7 +257,7 @@ func (i *Instance) Close() error {
 	close(i.stop)
 	i.done.Wait()
 	i.closeDisks()
-	return nil
+	return i.lock.Close() // releases the instance lock
 }
 
 func (i *Instance) closeDisks() {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cachecrypt/cachecrypt/aof"
 	"github.com/cachecrypt/cachecrypt/export"
+	"github.com/cachecrypt/cachecrypt/internal/stream"
 	"github.com/cachecrypt/cachecrypt/rdb"
 )
 
@@ -21,11 +22,13 @@ const (
 	AOFDir       = "appendonlydir" // the encrypted multi-part AOF
 )
 
-// AOF is the instance's append-only log on the persistence disk: an
-// *aof.Log whose Append and Rewrite fail closed with the instance (when its
-// KEK has been revoked past the grace period) and resume when it resumes.
+// AOF is the instance's append-only log on the persistence disk. Its
+// methods are those of an *aof.Log, and fail closed with the instance
+// (when its KEK has been revoked past the grace period) and resume when it
+// resumes. It registers the DEK versions its rewrites use, so retirement
+// never removes a key the log still needs.
 type AOF struct {
-	*aof.Log
+	log  *aof.Log
 	inst *Instance
 	gate sync.RWMutex // Append holds it shared; Reencrypt exclusively, briefly
 }
@@ -37,29 +40,84 @@ func (i *Instance) OpenAOF(opts aof.Options) (*AOF, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cachecrypt.OpenAOF: %w", err)
 	}
+	release := i.lease(DiskPersistence, 0) // a new part is sealed under the active version
+	defer release()
 	l, err := aof.Open(i.AOFDir(), keys, opts)
 	if err != nil {
 		return nil, fmt.Errorf("cachecrypt.OpenAOF: %w", err)
 	}
-	return &AOF{Log: l, inst: i}, nil
+	a := &AOF{log: l, inst: i}
+	i.aofMu.Lock()
+	i.aof = l
+	i.aofMu.Unlock()
+	return a, nil
+}
+
+// openLog returns the log an open AOF holds, or nil.
+func (i *Instance) openLog() *aof.Log {
+	i.aofMu.Lock()
+	defer i.aofMu.Unlock()
+	return i.aof
 }
 
 // Append appends one batch of commands, unless the instance failed closed.
+// See aof.Log.Append.
 func (a *AOF) Append(p []byte) error {
 	if err := a.inst.usable(); err != nil {
 		return fmt.Errorf("cachecrypt.AOF.Append: %w", err)
 	}
 	a.gate.RLock()
 	defer a.gate.RUnlock()
-	return a.Log.Append(p)
+	return a.log.Append(p)
 }
 
-// Rewrite replaces the log's base, unless the instance failed closed.
+// Rewrite replaces the log's base, unless the instance failed closed. See
+// aof.Log.Rewrite.
 func (a *AOF) Rewrite(f aof.BaseFormat, write func(w *aof.Rewrite) error) error {
 	if err := a.inst.usable(); err != nil {
 		return fmt.Errorf("cachecrypt.AOF.Rewrite: %w", err)
 	}
-	return a.Log.Rewrite(f, write)
+	release := a.inst.lease(DiskPersistence, 0)
+	defer release()
+	return a.log.Rewrite(f, write)
+}
+
+// Replay returns a reader of every command the log holds. See
+// aof.Log.Replay.
+func (a *AOF) Replay() (*aof.Reader, error) {
+	if err := a.inst.usable(); err != nil {
+		return nil, fmt.Errorf("cachecrypt.AOF.Replay: %w", err)
+	}
+	return a.log.Replay()
+}
+
+// Sync makes every append durable now. See aof.Log.Sync.
+func (a *AOF) Sync() error {
+	if err := a.inst.usable(); err != nil {
+		return fmt.Errorf("cachecrypt.AOF.Sync: %w", err)
+	}
+	return a.log.Sync()
+}
+
+// Dir returns the log's directory.
+func (a *AOF) Dir() string { return a.log.Dir() }
+
+// Generation returns the manifest's generation. See aof.Log.Generation.
+func (a *AOF) Generation() uint64 { return a.log.Generation() }
+
+// Recovered returns the torn tail Open cut off, or nil. See
+// aof.Log.Recovered.
+func (a *AOF) Recovered() *aof.Damage { return a.log.Recovered() }
+
+// Close closes the log. See aof.Log.Close.
+func (a *AOF) Close() error {
+	i := a.inst
+	i.aofMu.Lock()
+	if i.aof == a.log {
+		i.aof = nil
+	}
+	i.aofMu.Unlock()
+	return a.log.Close()
 }
 
 // AOFDir returns the directory of the encrypted AOF.
@@ -74,27 +132,54 @@ func (i *Instance) SnapshotPath() string {
 // the old one atomically (temp file, fsync, rename, fsync dir), under the
 // persistence disk's active DEK. If write fails, the old snapshot stays.
 func (i *Instance) SaveSnapshot(write func(w io.Writer) error) error {
-	if err := i.usable(); err != nil {
-		return fmt.Errorf("cachecrypt.SaveSnapshot: %w", err)
-	}
-	i.writers.RLock()
-	defer i.writers.RUnlock()
-	keys, err := i.Keyring(DiskPersistence)
-	if err != nil {
-		return fmt.Errorf("cachecrypt.SaveSnapshot: %w", err)
-	}
-	w, err := rdb.Create(i.SnapshotPath(), keys, rdb.Options{})
-	if err != nil {
-		return fmt.Errorf("cachecrypt.SaveSnapshot: %w", err)
-	}
-	if err := write(w); err != nil {
-		w.Abort()
-		return fmt.Errorf("cachecrypt.SaveSnapshot: %w", err)
-	}
-	if err := w.Commit(); err != nil {
+	if err := i.saveSnapshot(write, nil); err != nil {
 		return fmt.Errorf("cachecrypt.SaveSnapshot: %w", err)
 	}
 	return nil
+}
+
+// errSnapshotChanged: the snapshot was replaced while a conditional save
+// ran.
+var errSnapshotChanged = errors.New("the snapshot was replaced meanwhile")
+
+// saveSnapshot writes a new snapshot with write. If replaces is not nil,
+// the commit happens only if the snapshot on disk still has that header,
+// else it fails with errSnapshotChanged and the newer snapshot stays.
+func (i *Instance) saveSnapshot(write func(w io.Writer) error, replaces *stream.Header) error {
+	if err := i.usable(); err != nil {
+		return err
+	}
+	release := i.lease(DiskPersistence, 0)
+	defer release()
+	keys, err := i.Keyring(DiskPersistence)
+	if err != nil {
+		return err
+	}
+	w, err := rdb.Create(i.SnapshotPath(), keys, rdb.Options{FS: i.cfg.fs})
+	if err != nil {
+		return err
+	}
+	defer w.Abort()
+	if err := write(w); err != nil {
+		return err
+	}
+	i.snapMu.Lock()
+	defer i.snapMu.Unlock()
+	if replaces != nil && !i.snapshotIs(*replaces) {
+		return errSnapshotChanged
+	}
+	return w.Commit()
+}
+
+// snapshotIs reports whether the snapshot on disk has header h (its salt
+// makes it unique); the caller holds snapMu.
+func (i *Instance) snapshotIs(h stream.Header) bool {
+	r, err := i.OpenSnapshot()
+	if err != nil {
+		return false
+	}
+	defer r.Close()
+	return r.Header() == h
 }
 
 // OpenSnapshot opens the encrypted RDB snapshot for reading (random access;
@@ -131,6 +216,13 @@ func (i *Instance) Export(ctx context.Context, dst export.Destination, opts *exp
 	if err != nil {
 		return export.Info{}, fmt.Errorf("cachecrypt.Export: %w", err)
 	}
+	floor := keys.Active()
+	if snap, err := i.OpenSnapshot(); err == nil {
+		floor = snap.Header().DEKVersion // a newer snapshot has a version at least as high
+		snap.Close()
+	}
+	defer i.lease(DiskPersistence, floor)()
+	defer i.lease(DiskOS, 0)() // the staging file
 	info, err := export.Export(ctx, i.scratch, export.FromRDB(i.SnapshotPath(), keys), dst, opts)
 	if err != nil {
 		return info, fmt.Errorf("cachecrypt.Export: %w", err)
@@ -145,13 +237,15 @@ func (i *Instance) Import(ctx context.Context, src export.Source, opts *export.O
 	if err := i.usable(); err != nil {
 		return export.Info{}, fmt.Errorf("cachecrypt.Import: %w", err)
 	}
-	i.writers.RLock()
-	defer i.writers.RUnlock()
+	defer i.lease(DiskPersistence, 0)()
+	defer i.lease(DiskOS, 0)() // the staging file
+	i.snapMu.Lock() // the import commits a snapshot
+	defer i.snapMu.Unlock()
 	keys, err := i.Keyring(DiskPersistence)
 	if err != nil {
 		return export.Info{}, fmt.Errorf("cachecrypt.Import: %w", err)
 	}
-	info, err := export.Import(ctx, i.scratch, src, export.ToRDB(i.SnapshotPath(), keys, rdb.Options{}), opts)
+	info, err := export.Import(ctx, i.scratch, src, export.ToRDB(i.SnapshotPath(), keys, rdb.Options{FS: i.cfg.fs}), opts)
 	if err != nil {
 		return info, fmt.Errorf("cachecrypt.Import: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -34,7 +35,24 @@ type ReencryptOptions struct {
 type ReencryptProgress struct {
 	File        string // the file being rewritten
 	Done, Total int64  // plaintext bytes of that file
+	// Result is set on the last report for a file: ReencryptRewritten or
+	// ReencryptSkipped.
+	Result string
 }
+
+// Results of a file in ReencryptProgress.
+const (
+	// ReencryptRewritten: the file now uses the new DEK.
+	ReencryptRewritten = "rewritten"
+	// ReencryptSkipped: the copy was dropped because a newer file replaced
+	// the one being copied meanwhile; a newer file under an old DEK is
+	// rewritten in a later round.
+	ReencryptSkipped = "skipped: replaced by a newer file meanwhile"
+)
+
+// reencryptRounds bounds how often Reencrypt goes round again because
+// writers that started under an old DEK committed files meanwhile.
+const reencryptRounds = 8
 
 // ReencryptPending reports whether a Reencrypt was started and not
 // finished (a crash interrupted it); call Reencrypt to resume it.
@@ -60,20 +78,28 @@ func (i *Instance) Reencrypt(ctx context.Context, log *AOF, opts ReencryptOption
 	if err != nil {
 		return fmt.Errorf("cachecrypt.Reencrypt: %w", err)
 	}
-	if err := i.reencryptSnapshot(ctx, target, opts); err != nil {
-		return fmt.Errorf("cachecrypt.Reencrypt: snapshot: %w", err)
+	for range reencryptRounds {
+		if err := i.reencryptSnapshot(ctx, target, opts); err != nil {
+			return fmt.Errorf("cachecrypt.Reencrypt: snapshot: %w", err)
+		}
+		if err := i.reencryptAOF(ctx, log, target, opts); err != nil {
+			return fmt.Errorf("cachecrypt.Reencrypt: AOF: %w", err)
+		}
+		i.step("reencrypt retire")
+		i.awaitLeasesFrom(DiskPersistence, target)
+		done, err := i.retireBelow(target)
+		if err != nil {
+			return fmt.Errorf("cachecrypt.Reencrypt: %w", err)
+		}
+		if done {
+			i.step("reencrypt done")
+			if err := os.Remove(filepath.Join(i.DiskDir(DiskPersistence), reencryptMarker)); err != nil {
+				return fmt.Errorf("cachecrypt.Reencrypt: %w", err)
+			}
+			return nil
+		}
 	}
-	if err := i.reencryptAOF(ctx, log, target, opts); err != nil {
-		return fmt.Errorf("cachecrypt.Reencrypt: AOF: %w", err)
-	}
-	if err := i.retireBelow(target); err != nil {
-		return fmt.Errorf("cachecrypt.Reencrypt: %w", err)
-	}
-	i.step("reencrypt done")
-	if err := os.Remove(filepath.Join(i.DiskDir(DiskPersistence), reencryptMarker)); err != nil {
-		return fmt.Errorf("cachecrypt.Reencrypt: %w", err)
-	}
-	return nil
+	return fmt.Errorf("cachecrypt.Reencrypt: files under DEK versions older than %d kept being written for %d rounds; call Reencrypt again", target, reencryptRounds)
 }
 
 // reencryptTarget returns the DEK version a re-encryption moves files to:
@@ -111,6 +137,9 @@ func (i *Instance) reencryptTarget() (uint32, error) {
 	return target, nil
 }
 
+// reencryptSnapshot rewrites the snapshot under the target version, unless
+// a newer snapshot replaces it meanwhile: that one is never overwritten by
+// the copy of an older one.
 func (i *Instance) reencryptSnapshot(ctx context.Context, target uint32, opts ReencryptOptions) error {
 	old, err := i.OpenSnapshot()
 	if errors.Is(err, fs.ErrNotExist) {
@@ -123,12 +152,19 @@ func (i *Instance) reencryptSnapshot(ctx context.Context, target uint32, opts Re
 	if old.Header().DEKVersion >= target {
 		return nil
 	}
-	total := old.Size()
-	err = i.SaveSnapshot(func(w io.Writer) error {
+	hdr, total := old.Header(), old.Size()
+	err = i.saveSnapshot(func(w io.Writer) error {
 		_, err := io.Copy(throttle(ctx, w, opts, i.SnapshotPath(), total), old)
 		return err
-	})
+	}, &hdr)
 	i.step("reencrypt snapshot")
+	result := ReencryptRewritten
+	if errors.Is(err, errSnapshotChanged) {
+		result, err = ReencryptSkipped, nil
+	}
+	if err == nil && opts.Progress != nil {
+		opts.Progress(ReencryptProgress{File: i.SnapshotPath(), Done: total, Total: total, Result: result})
+	}
 	return err
 }
 
@@ -153,6 +189,7 @@ func (i *Instance) reencryptAOF(ctx context.Context, log *AOF, target uint32, op
 		}
 		defer log.Close()
 	}
+	defer i.lease(DiskPersistence, 0)()
 	r, rw, err := log.snapshotForRewrite()
 	if err != nil {
 		return err
@@ -163,7 +200,13 @@ func (i *Instance) reencryptAOF(ctx context.Context, log *AOF, target uint32, op
 		return err
 	}
 	i.step("reencrypt aof")
-	return rw.Commit()
+	if err := rw.Commit(); err != nil {
+		return err
+	}
+	if opts.Progress != nil {
+		opts.Progress(ReencryptProgress{File: i.AOFDir(), Result: ReencryptRewritten})
+	}
+	return nil
 }
 
 // snapshotForRewrite holds appends back while it takes a replay of
@@ -172,11 +215,11 @@ func (i *Instance) reencryptAOF(ctx context.Context, log *AOF, target uint32, op
 func (a *AOF) snapshotForRewrite() (*aof.Reader, *aof.Rewrite, error) {
 	a.gate.Lock()
 	defer a.gate.Unlock()
-	r, err := a.Log.Replay()
+	r, err := a.log.Replay()
 	if err != nil {
 		return nil, nil, err
 	}
-	rw, err := a.Log.StartRewrite(aof.BaseAOF)
+	rw, err := a.log.StartRewrite(aof.BaseAOF)
 	if err != nil {
 		r.Close()
 		return nil, nil, err
@@ -192,26 +235,18 @@ func oldest(parts []aof.PartInfo) uint32 {
 	return v
 }
 
-// retireBelow retires the persistence disk's DEK versions older than v.
-func (i *Instance) retireBelow(v uint32) error {
-	keys, err := i.Keyring(DiskPersistence)
-	if err != nil {
-		return err
+// retireBelow retires what no file uses on the persistence disk and
+// reports whether every version below v is gone.
+func (i *Instance) retireBelow(v uint32) (bool, error) {
+	i.admin.Lock()
+	defer i.admin.Unlock()
+	if err := i.usable(); err != nil {
+		return false, err
 	}
-	var old []uint32
-	for _, have := range keys.Info().Versions {
-		if have < v {
-			old = append(old, have)
-		}
+	if _, err := i.retireUnused(DiskPersistence); err != nil {
+		return false, err
 	}
-	if len(old) == 0 {
-		return nil
-	}
-	if err := keys.Retire(old...); err != nil {
-		return err
-	}
-	i.emit(Event{Kind: EventRetire, Disk: DiskPersistence, KEK: keys.Descriptor(), DEKVersion: keys.Active()})
-	return nil
+	return slices.Min(i.diskKeys(DiskPersistence).Info().Versions) >= v, nil
 }
 
 // throttledWriter caps the bytes written per second and reports progress.

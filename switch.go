@@ -42,7 +42,7 @@ func (i *Instance) SetEncryption(ctx context.Context, e Encryption) error {
 		i.step("rewrap " + d.name)
 		if err := d.keyring.Rewrap(ctx, next); err != nil {
 			i.emit(Event{Kind: EventRewrap, Disk: d.name, KEK: d.keyring.Descriptor(), Err: err})
-			return fmt.Errorf("cachecrypt.SetEncryption: disk %q: %w%w", d.name, err, i.rollback(ctx, prev, n))
+			return fmt.Errorf("cachecrypt.SetEncryption: %w", errors.Join(err, i.rollback(ctx, prev, n)))
 		}
 		i.emit(Event{Kind: EventRewrap, Disk: d.name, KEK: d.keyring.Descriptor(), DEKVersion: d.keyring.Active()})
 	}
@@ -64,7 +64,7 @@ func (i *Instance) rollback(ctx context.Context, prev kek.KEK, n int) error {
 	if len(errs) == 0 {
 		return nil
 	}
-	return fmt.Errorf("; rolling back failed too (reopen with both keys, the old one in Config.Previous): %w", errors.Join(errs...))
+	return fmt.Errorf("rolling back failed too (reopen with both keys, the old one in Config.Previous): %w", errors.Join(errs...))
 }
 
 // RotateDEK makes a fresh DEK version active on every persistent disk. New
