@@ -200,7 +200,7 @@ func TestInUseVersionsCoverEveryFile(t *testing.T) {
 	require.NoError(t, log.Append([]byte("x\n")))
 	require.NoError(t, i.RotateDEK()) // v3
 	started, release, done := blockedSave(i, 2)
-	<-started // a writer holds v3 and later
+	<-started                         // a writer holds v3 and later
 	require.NoError(t, i.RotateDEK()) // v4
 	keep, err := inUseNow(i, DiskPersistence)
 	require.NoError(t, err)

@@ -239,7 +239,7 @@ func (i *Instance) Import(ctx context.Context, src export.Source, opts *export.O
 	}
 	defer i.lease(DiskPersistence, 0)()
 	defer i.lease(DiskOS, 0)() // the staging file
-	i.snapMu.Lock() // the import commits a snapshot
+	i.snapMu.Lock()            // the import commits a snapshot
 	defer i.snapMu.Unlock()
 	keys, err := i.Keyring(DiskPersistence)
 	if err != nil {

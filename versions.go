@@ -22,7 +22,7 @@ import (
 // in between.
 type leases struct {
 	mu     sync.Mutex
-	cond   sync.Cond         // broadcast when a lease ends
+	cond   sync.Cond           // broadcast when a lease ends
 	floors map[string][]uint32 // per disk, one entry per running writer
 }
 
