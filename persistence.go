@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"github.com/cachecrypt/cachecrypt/aof"
@@ -83,12 +84,40 @@ func (a *AOF) Rewrite(f aof.BaseFormat, write func(w *aof.Rewrite) error) error 
 }
 
 // Replay returns a reader of every command the log holds. See
-// aof.Log.Replay.
-func (a *AOF) Replay() (*aof.Reader, error) {
+// aof.Log.Replay. The DEK versions it reads stay until it is closed.
+func (a *AOF) Replay() (*AOFReader, error) {
 	if err := a.inst.usable(); err != nil {
 		return nil, fmt.Errorf("cachecrypt.AOF.Replay: %w", err)
 	}
-	return a.log.Replay()
+	release := a.inst.lease(DiskPersistence, slices.Min(a.log.Versions()))
+	r, err := a.log.Replay()
+	if err != nil {
+		release()
+		return nil, err
+	}
+	return &AOFReader{r: r, release: release}, nil
+}
+
+// AOFReader reads the commands of an AOF (an *aof.Reader that keeps the
+// DEK versions it reads from being retired until it is closed).
+type AOFReader struct {
+	r       *aof.Reader
+	release func()
+}
+
+// Read reads replayed commands.
+func (r *AOFReader) Read(p []byte) (int, error) { return r.r.Read(p) }
+
+// WriteTo writes every replayed command to w.
+func (r *AOFReader) WriteTo(w io.Writer) (int64, error) { return r.r.WriteTo(w) }
+
+// Truncated reports the torn tail the replay stopped at, or nil.
+func (r *AOFReader) Truncated() *aof.Damage { return r.r.Truncated() }
+
+// Close closes the reader.
+func (r *AOFReader) Close() error {
+	r.release()
+	return r.r.Close()
 }
 
 // Sync makes every append durable now. See aof.Log.Sync.

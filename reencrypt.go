@@ -189,7 +189,10 @@ func (i *Instance) reencryptAOF(ctx context.Context, log *AOF, target uint32, op
 		}
 		defer log.Close()
 	}
-	defer i.lease(DiskPersistence, 0)()
+	if slices.Min(log.log.Versions()) >= target {
+		return nil
+	}
+	defer i.lease(DiskPersistence, slices.Min(log.log.Versions()))() // the replay reads them
 	r, rw, err := log.snapshotForRewrite()
 	if err != nil {
 		return err

@@ -1,7 +1,6 @@
 package cachecrypt
 
 import (
-	"fmt"
 	"io"
 	"testing"
 	"time"
@@ -58,5 +57,5 @@ func TestScheduledRotation(t *testing.T) {
 	rows := i.Status()
 	require.Equal(t, uint32(2), rows[0].DEKVersion)
 	keys, _ := i.Keyring(DiskPersistence)
-	require.Equal(t, []uint32{2}, keys.Info().Versions, fmt.Sprint("v1 was used by no file and is retired"))
+	require.Equal(t, []uint32{2}, keys.Info().Versions, "v1 was used by no file and is retired")
 }

@@ -40,6 +40,10 @@ echo "== go vet"
 go vet ./...
 if [ -f bench/go.mod ]; then (cd bench && go vet ./...); fi
 
+echo "== staticcheck (pinned; exceptions, if any, are justified in staticcheck.conf)"
+go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+if [ -f bench/go.mod ]; then (cd bench && go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...); fi
+
 echo "== go test (all packages)"
 go test -count=1 -timeout 15m ./...
 
