@@ -52,6 +52,9 @@ type soak struct {
 	clock *clock
 	ack   func(format string, args ...any)
 
+	next     [soakAppenders]int64 // first sequence number of each appender
+	nextSnap int64                // first snapshot number
+
 	holdAppends sync.RWMutex // the rewriter holds appends back while it starts, as Redis' fork does
 	counts      struct{ records, snapshots, rewrites, rotations, reencryptions, switches, refreshes atomic.Int64 }
 }
@@ -71,9 +74,9 @@ func (s *soak) run(ctx context.Context) error {
 		})
 	}
 	for w := range soakAppenders {
-		loop(fmt.Sprint("appender ", w), func(n int64) error { return s.appendRec(w, n) })
+		loop(fmt.Sprint("appender ", w), func(n int64) error { return s.appendRec(w, s.next[w]+n) })
 	}
-	loop("snapshots", s.snapshot)
+	loop("snapshots", func(n int64) error { return s.snapshot(s.nextSnap + n) })
 	loop("rewrites", s.rewrite)
 	loop("scheduled rotation", s.rotate)
 	loop("reencrypt", func(int64) error { return s.reencrypt(ctx) })
