@@ -122,7 +122,7 @@ func (i *Instance) reencryptTarget() (uint32, error) {
 		target = uint32(v)
 	case errors.Is(err, fs.ErrNotExist):
 		target = keys.Active() + 1
-		if err := atomicfile.WriteFile(atomicfile.OS, marker, []byte(strconv.FormatUint(uint64(target), 10)), 0o600); err != nil {
+		if err := atomicfile.WriteFile(i.cfg.fs, marker, []byte(strconv.FormatUint(uint64(target), 10)), 0o600); err != nil {
 			return 0, err
 		}
 		i.step("reencrypt marked")
