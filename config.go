@@ -81,8 +81,15 @@ type Config struct {
 	// after a CMK-to-CMK switch was interrupted by a crash. The MMK is
 	// always tried; it need not be listed.
 	Previous []kek.Unwrapper
-	// PlatformKeyFile is the MMK's key file; default DIR/platform/mmk.key.
+	// PlatformKeyFile is the MMK's key file. Empty (the default) means the
+	// systemd credential PlatformCredential if the service has one, else
+	// the instance's entry in the platform key store (PlatformStore). Open
+	// refuses a path inside the instance directory.
 	PlatformKeyFile string
+	// PlatformKeyInData lets PlatformKeyFile (or the store) lie inside the
+	// instance directory. For tests only: a copy of the directory then
+	// carries its own key.
+	PlatformKeyInData bool
 
 	// ProbeInterval is how often the KEK's health is checked (one Unwrap).
 	// Zero means one minute; negative disables the probe.
@@ -119,9 +126,6 @@ func (i *Instance) keyringOpts() []dek.Option { return []dek.Option{dek.WithFS(i
 func (c *Config) setDefaults(dir string) {
 	if c.Tier == 0 {
 		c.Tier = Balanced
-	}
-	if c.PlatformKeyFile == "" {
-		c.PlatformKeyFile = dir + "/platform/mmk.key"
 	}
 	if c.Tier == FlashOptimized && c.Flash.Pages == 0 {
 		c.Flash.Pages = 65536

@@ -24,6 +24,7 @@ const (
 	EventSwitch   EventKind = "switch"    // an encryption switch completed
 	EventRecover  EventKind = "recovered" // Open finished an interrupted switch
 	EventSweep    EventKind = "swept"     // Open removed temporary files a crash left
+	EventMigrated EventKind = "migrated"  // Open moved the platform key out of the instance directory
 )
 
 // Event describes one key operation. It never holds key bytes.

@@ -44,6 +44,7 @@ type Instance struct {
 	leases leases     // DEK versions running writers may use; see versions.go
 	snapMu sync.Mutex // held while a snapshot is committed (for an import, while it runs)
 	lock   *os.File   // the instance lock, held until Close
+	pkPath string     // where the MMK lives (file, credential or store entry)
 
 	aofMu sync.Mutex
 	aof   *aof.Log // the log an open AOF holds, guarded by aofMu
@@ -76,9 +77,6 @@ func Open(ctx context.Context, dir string, cfg Config) (*Instance, error) {
 	if cfg.Tier < MemoryOptimized || cfg.Tier > FlashOptimized {
 		return nil, fmt.Errorf("cachecrypt.Open: unknown tier %d", cfg.Tier)
 	}
-	if err := os.MkdirAll(filepath.Dir(cfg.PlatformKeyFile), 0o700); err != nil {
-		return nil, fmt.Errorf("cachecrypt.Open: %w", err)
-	}
 	lock, err := lockInstance(dir)
 	if err != nil {
 		return nil, fmt.Errorf("cachecrypt.Open: %w", err)
@@ -94,13 +92,18 @@ func Open(ctx context.Context, dir string, cfg Config) (*Instance, error) {
 // openLocked opens the instance once its lock is held.
 func openLocked(ctx context.Context, dir string, cfg Config, lock *os.File) (*Instance, error) {
 	i := &Instance{dir: dir, cfg: cfg, lock: lock, stop: make(chan struct{})}
-	if err := i.sweep(); err != nil {
-		return nil, err
-	}
-	mmk, err := kek.LoadMMK(cfg.PlatformKeyFile)
+	pk, err := i.locatePlatformKey()
 	if err != nil {
 		return nil, err
 	}
+	if err := i.sweep(pk); err != nil {
+		return nil, err
+	}
+	mmk, err := i.loadPlatformKey(pk)
+	if err != nil {
+		return nil, err
+	}
+	i.pkPath = pk.path
 	i.mmk = mmk
 	i.kek = i.resolve(cfg.Encryption)
 	if err := validate(ctx, cfg.Encryption, i.kek); err != nil {

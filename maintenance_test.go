@@ -152,7 +152,7 @@ func TestOpenSweepsCrashLeftovers(t *testing.T) {
 		filepath.Join(dir, DiskPersistence, "reencrypt.target.cctmp-123-0011223344556677"),
 		filepath.Join(dir, DiskOS, "keyring.cctmp-123-0011223344556677"),
 		filepath.Join(dir, DiskOS, "tmp", "export.cctmp-123-0011223344556677"),
-		filepath.Join(filepath.Dir(i.cfg.PlatformKeyFile), "mmk.key.cctmp-123-0011223344556677"),
+		i.pkPath + ".cctmp-123-0011223344556677",
 	}
 	for _, f := range leftovers {
 		require.NoError(t, os.WriteFile(f, make([]byte, 1<<10), 0o600))

@@ -88,7 +88,7 @@ func TestReencryptAfterSwitch(t *testing.T) {
 	// uses it any more.
 	stale := filepath.Join(t.TempDir(), "keyring")
 	require.NoError(t, os.WriteFile(stale, oldKeyring, 0o600))
-	mmk, err := kek.LoadMMK(filepath.Join(dir, "platform", "mmk.key"))
+	mmk, err := kek.LoadMMK(i.pkPath)
 	require.NoError(t, err)
 	old, err := dek.Open(ctx, stale, mmk)
 	require.NoError(t, err)

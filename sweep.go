@@ -18,10 +18,11 @@ import (
 // instance lock, so no live writer owns them; each removal is a plain
 // unlink, so a crash during the sweep leaves only fewer leftovers. The
 // AOF directory sweeps its own when it is opened.
-func (i *Instance) sweep() error {
+func (i *Instance) sweep(pk platformKey) error {
 	var removed []string
 	for _, dir := range []string{
-		i.DiskDir(DiskPersistence), i.DiskDir(DiskOS), filepath.Join(i.DiskDir(DiskOS), osdisk.TempDir),
+		i.dir, i.DiskDir(DiskPersistence), i.DiskDir(DiskOS), filepath.Join(i.DiskDir(DiskOS), osdisk.TempDir),
+		filepath.Dir(filepath.Join(i.dir, legacyPlatformKey)),
 	} {
 		names, err := removeTemps(dir, "")
 		removed = append(removed, names...)
@@ -29,12 +30,20 @@ func (i *Instance) sweep() error {
 			return fmt.Errorf("removing temporary files a crash left: %w", err)
 		}
 	}
-	own := filepath.Base(i.cfg.PlatformKeyFile) + atomicfile.TempMarker
-	names, err := removeTemps(filepath.Dir(i.cfg.PlatformKeyFile), own)
+	if pk.readOnly {
+		return i.reportSwept(removed)
+	}
+	own := filepath.Base(pk.path) + atomicfile.TempMarker
+	names, err := removeTemps(filepath.Dir(pk.path), own)
 	removed = append(removed, names...)
 	if err != nil {
 		return fmt.Errorf("removing temporary files a crash left: %w", err)
 	}
+	return i.reportSwept(removed)
+}
+
+// reportSwept emits one event naming the removed files, if any.
+func (i *Instance) reportSwept(removed []string) error {
 	if len(removed) > 0 {
 		i.emit(Event{Kind: EventSweep, Detail: fmt.Sprintf("removed %d temporary files a crash left: %s",
 			len(removed), strings.Join(removed, ", "))})

@@ -55,6 +55,9 @@ for p in ./internal/stream ./dek ./kek/... ./aof ./nvme ./osdisk ./vault/... ./v
 done
 CACHECRYPT_SHORT=1 go test -count=1 -race -timeout 15m "${race_pkgs[@]}"
 
+echo "== soak: every maintenance operation against every writer for 30 s, under -race"
+go test -count=1 -race -timeout 5m -run '^TestSoak$' -soak 30s -v . | grep -E '^(---|ok|FAIL)|soak for'
+
 if [ -f bench/go.mod ]; then
 	echo "== bench module: tests, and every benchmark once (a smoke run, not a measurement)"
 	(cd bench && go test -count=1 -timeout 10m -run . -bench . -benchtime 1x ./...)
