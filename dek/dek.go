@@ -11,9 +11,18 @@
 // key, so a copy of the old keyring opened with the old KEK never reveals a
 // DEK created after the switch.
 //
+// Every DEK is sealed under a fresh random nonce stored beside it, never
+// under a nonce computed from the keyring's content: so no (keyring key,
+// nonce) pair ever seals two DEKs, even when an older keyring file is put
+// back and rotated again, or a write fails after the file reached the disk.
+//
 // The keyring file is authenticated (HMAC-SHA256 under a key derived from the
 // keyring key) and replaced atomically: a crash at any instant leaves the old
-// or the new keyring, both loadable. FORMAT.md specifies the layout.
+// or the new keyring, both loadable. It carries a generation, raised by every
+// change; Generation and Digest identify the file last committed, so a caller
+// that records them away from the disk can detect an older keyring put back.
+// FORMAT.md specifies the layout (format 2; format 1 files still open and are
+// rewritten in format 2 by their next change).
 //
 // Files never use a DEK directly: FileKey derives a per-file key with
 // HKDF-SHA256 from the DEK, a random salt from the file's header, and the
@@ -95,8 +104,11 @@ type Keyring struct {
 
 	update sync.Mutex // serializes RotateDEK, Rewrap, Retire
 
+	lastGen uint64 // highest generation written or tried; guarded by update
+
 	mu     sync.RWMutex
 	file   *file
+	digest [32]byte          // SHA-256 of file as written
 	krk    []byte            // keyring key
 	deks   map[uint32][]byte // version -> DEK
 	closed bool
@@ -111,6 +123,7 @@ type Info struct {
 	Active     uint32         // DEK version new files use
 	Versions   []uint32       // every DEK version held, oldest first
 	Generation uint64         // incremented by every update of the file
+	Digest     [32]byte       // SHA-256 of the keyring file's bytes
 	// ActiveCreated is when the active DEK version was created.
 	ActiveCreated time.Time
 }
@@ -118,15 +131,15 @@ type Info struct {
 // ReadInfo parses a keyring file without unwrapping it, to learn which KEK
 // it needs. Its content is not authenticated until Open.
 func ReadInfo(path string) (Info, error) {
-	f, err := readFile(path)
+	f, digest, err := readFile(path)
 	if err != nil {
 		return Info{}, fmt.Errorf("dek.ReadInfo: %w", err)
 	}
-	return f.info(path), nil
+	return f.info(path, digest), nil
 }
 
-func (f *file) info(path string) Info {
-	in := Info{Path: path, DiskID: f.DiskID, KEK: f.Wrapped.Descriptor, Active: f.Active, Generation: f.Generation}
+func (f *file) info(path string, digest [32]byte) Info {
+	in := Info{Path: path, DiskID: f.DiskID, KEK: f.Wrapped.Descriptor, Active: f.Active, Generation: f.Generation, Digest: digest}
 	for _, e := range f.Entries {
 		in.Versions = append(in.Versions, e.Version)
 		if e.Version == f.Active {
@@ -136,16 +149,17 @@ func (f *file) info(path string) Info {
 	return in
 }
 
-func readFile(path string) (*file, error) {
+// readFile parses the keyring at path and returns the SHA-256 of its bytes.
+func readFile(path string) (*file, [32]byte, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return nil, [32]byte{}, err
 	}
 	f, err := parse(b)
 	if err != nil {
-		return nil, fmt.Errorf("keyring %s: %w; restore it from backup: without it the disk's data cannot be decrypted", path, err)
+		return nil, [32]byte{}, fmt.Errorf("keyring %s: %w; restore it from backup: without it the disk's data cannot be decrypted", path, err)
 	}
-	return f, nil
+	return f, sha256.Sum256(b), nil
 }
 
 // Create makes a new keyring for diskID at path with one fresh DEK, wrapped
@@ -161,25 +175,26 @@ func Create(ctx context.Context, path, diskID string, w kek.Wrapper, opts ...Opt
 	}
 	o := buildOptions(opts)
 	k := &Keyring{path: path, diskID: diskID, opts: o, deks: map[uint32][]byte{1: randomKey()}}
-	f := &file{DiskID: diskID, Active: 1}
+	f := &file{Format: formatV2, DiskID: diskID, Active: 1}
 	f.Entries = []entry{{Version: 1, Created: o.now().Unix()}}
 	nf, krk, err := k.reseal(ctx, f, w)
 	if err != nil {
 		k.zero()
 		return nil, fmt.Errorf("dek.Create: %w", err)
 	}
-	if err := atomicfile.WriteFile(o.fs, path, nf.marshal(), 0o600); err != nil {
+	b := nf.marshal()
+	if err := atomicfile.WriteFile(o.fs, path, b, 0o600); err != nil {
 		k.zero()
 		clear(krk)
 		return nil, fmt.Errorf("dek.Create: %w", err)
 	}
-	k.file, k.krk = nf, krk
+	k.file, k.krk, k.digest = nf, krk, sha256.Sum256(b)
 	return k, nil
 }
 
 // Open reads the keyring at path and unwraps it with exactly one call to u.
 func Open(ctx context.Context, path string, u kek.Unwrapper, opts ...Option) (*Keyring, error) {
-	f, err := readFile(path)
+	f, digest, err := readFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("dek.Open: %w", err)
 	}
@@ -192,7 +207,7 @@ func Open(ctx context.Context, path string, u kek.Unwrapper, opts ...Option) (*K
 		clear(krk)
 		return nil, fmt.Errorf("dek.Open: keyring %s (disk %q): %w; restore it from backup", path, f.DiskID, err)
 	}
-	return &Keyring{path: path, diskID: f.DiskID, opts: buildOptions(opts), file: f, krk: krk, deks: deks}, nil
+	return &Keyring{path: path, diskID: f.DiskID, opts: buildOptions(opts), file: f, digest: digest, krk: krk, deks: deks}, nil
 }
 
 // unseal authenticates f under krk and opens every DEK.
@@ -200,7 +215,7 @@ func unseal(f *file, krk []byte) (map[uint32][]byte, error) {
 	if len(krk) != KeySize {
 		return nil, fmt.Errorf("unwrapped keyring key has %d bytes, want %d: %w", len(krk), KeySize, integrity.ErrAuthentication)
 	}
-	sealKey, macKey := subkeys(krk, f.DiskID)
+	sealKey, macKey := subkeys(krk, f.Format, f.DiskID)
 	defer clear(sealKey)
 	defer clear(macKey)
 	if !f.verify(macKey) {
@@ -209,7 +224,7 @@ func unseal(f *file, krk []byte) (map[uint32][]byte, error) {
 	g := newGCM(sealKey)
 	deks := make(map[uint32][]byte, len(f.Entries))
 	for _, e := range f.Entries {
-		d, err := g.Open(nil, entryNonce(e.Version), e.Sealed, entryAD(f.DiskID, e.Version))
+		d, err := g.Open(nil, f.nonce(e), e.Sealed, entryAD(f.Format, f.DiskID, e.Version))
 		if err != nil {
 			for _, d := range deks {
 				clear(d)
@@ -221,8 +236,36 @@ func unseal(f *file, krk []byte) (map[uint32][]byte, error) {
 	return deks, nil
 }
 
-// reseal returns a copy of f (generation + 1) with every DEK in k.deks
-// sealed under a fresh keyring key wrapped by w, and that key.
+// successor builds the formatV2 file that follows cur: entries es, the
+// active version active, the keyring key krk (wrapped as wrapped), and a
+// generation above every one this Keyring has written or tried to write.
+// An entry that holds a nonce was sealed under krk in formatV2 by an earlier
+// commit and keeps its bytes; every other entry is sealed from dek(version)
+// under a fresh random nonce. Nothing is ever sealed under a computed nonce,
+// so no (keyring key, nonce) pair seals two values, whatever file was put
+// back and whatever write failed. The caller holds k.update (or owns k).
+func (k *Keyring) successor(cur *file, krk []byte, wrapped kek.Wrapped, active uint32, es []entry, dek func(uint32) []byte) *file {
+	k.lastGen = max(k.lastGen, cur.Generation) + 1
+	nf := &file{Format: formatV2, DiskID: cur.DiskID, Generation: k.lastGen, Wrapped: wrapped, Active: active}
+	sealKey, macKey := subkeys(krk, formatV2, cur.DiskID)
+	defer clear(sealKey)
+	defer clear(macKey)
+	g := newGCM(sealKey)
+	nf.Entries = make([]entry, 0, len(es))
+	for _, e := range es {
+		if e.Nonce == nil {
+			e.Nonce = make([]byte, nonceSize)
+			rand.Read(e.Nonce)
+			e.Sealed = g.Seal(nil, e.Nonce, dek(e.Version), entryAD(formatV2, cur.DiskID, e.Version))
+		}
+		nf.Entries = append(nf.Entries, e)
+	}
+	nf.seal(macKey)
+	return nf
+}
+
+// reseal returns the successor of f with every DEK in k.deks sealed under a
+// fresh keyring key wrapped by w, and that key.
 func (k *Keyring) reseal(ctx context.Context, f *file, w kek.Wrapper) (*file, []byte, error) {
 	krk := randomKey()
 	wrapped, err := w.Wrap(ctx, krk)
@@ -233,37 +276,38 @@ func (k *Keyring) reseal(ctx context.Context, f *file, w kek.Wrapper) (*file, []
 		clear(krk)
 		return nil, nil, fmt.Errorf("wrap keyring key: %w", err)
 	}
-	nf := &file{DiskID: f.DiskID, Generation: f.Generation + 1, Wrapped: wrapped, Active: f.Active}
-	sealKey, macKey := subkeys(krk, f.DiskID)
-	defer clear(sealKey)
-	defer clear(macKey)
-	g := newGCM(sealKey)
-	for _, e := range f.Entries {
-		sealed := g.Seal(nil, entryNonce(e.Version), k.deks[e.Version], entryAD(f.DiskID, e.Version))
-		nf.Entries = append(nf.Entries, entry{Version: e.Version, Created: e.Created, Sealed: sealed})
+	es := make([]entry, len(f.Entries))
+	for i, e := range f.Entries {
+		es[i] = entry{Version: e.Version, Created: e.Created} // sealed again under krk
 	}
-	nf.seal(macKey)
-	return nf, krk, nil
+	return k.successor(f, krk, wrapped, f.Active, es, k.dek), krk, nil
 }
 
-// subkeys derives the DEK-sealing key and the MAC key from the keyring key.
-func subkeys(krk []byte, diskID string) (sealKey, macKey []byte) {
-	sealKey, _ = hkdf.Key(sha256.New, krk, nil, "cachecrypt keyring seal v1\x00"+diskID, KeySize)
-	macKey, _ = hkdf.Key(sha256.New, krk, nil, "cachecrypt keyring mac v1\x00"+diskID, KeySize)
+// dek returns the DEK of version v; the caller holds k.update or k.mu.
+func (k *Keyring) dek(v uint32) []byte { return k.deks[v] }
+
+// subkeys derives the DEK-sealing key and the MAC key of a keyring format
+// from the keyring key.
+func subkeys(krk []byte, format uint16, diskID string) (sealKey, macKey []byte) {
+	sealKey, _ = hkdf.Key(sha256.New, krk, nil, fmt.Sprintf("cachecrypt keyring seal v%d\x00%s", format, diskID), KeySize)
+	macKey, _ = hkdf.Key(sha256.New, krk, nil, fmt.Sprintf("cachecrypt keyring mac v%d\x00%s", format, diskID), KeySize)
 	return sealKey, macKey
 }
 
-// entryNonce is unique per keyring key: each keyring key seals each version
-// once (a fresh keyring key is drawn by every reseal; RotateDEK seals only
-// the new version).
-func entryNonce(v uint32) []byte {
-	n := make([]byte, 12)
-	binary.BigEndian.PutUint32(n[8:], v)
+// nonce returns the nonce e was sealed under: stored beside it in formatV2;
+// in formatV1, eight zero bytes and the DEK version (read only: this build
+// never seals under such a nonce).
+func (f *file) nonce(e entry) []byte {
+	if f.Format == formatV2 {
+		return e.Nonce
+	}
+	n := make([]byte, nonceSize)
+	binary.BigEndian.PutUint32(n[8:], e.Version)
 	return n
 }
 
-func entryAD(diskID string, v uint32) []byte {
-	return binary.BigEndian.AppendUint32([]byte("cachecrypt dek v1\x00"+diskID+"\x00"), v)
+func entryAD(format uint16, diskID string, v uint32) []byte {
+	return binary.BigEndian.AppendUint32(fmt.Appendf(nil, "cachecrypt dek v%d\x00%s\x00", format, diskID), v)
 }
 
 func newGCM(key []byte) cipher.AEAD {

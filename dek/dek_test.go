@@ -212,14 +212,14 @@ func TestCrashAtEveryStep(t *testing.T) {
 	for name, update := range updates {
 		t.Run(name, func(t *testing.T) {
 			counter := &atomicfile.FaultFS{Inner: atomicfile.OS}
-			r, path := setupTwoVersions(t, k, counter)
+			r, _ := setupTwoVersions(t, k, counter)
 			before := counter.Steps()
 			require.NoError(t, update(r))
 			steps := counter.Steps() - before
 			require.Greater(t, steps, 3)
 			for fail := 1; fail <= steps; fail++ {
 				ffs := &atomicfile.FaultFS{Inner: atomicfile.OS}
-				r, path = setupTwoVersions(t, k, ffs)
+				r, path := setupTwoVersions(t, k, ffs)
 				ffs.FailAt = ffs.Steps() + fail
 				beforeInfo := r.Info()
 				err := update(r)

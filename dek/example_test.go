@@ -2,6 +2,7 @@ package dek_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"log"
 	"os"
@@ -39,4 +40,27 @@ func Example() {
 	// wrapped by: test/customer/v1
 	// old files still decrypt: true
 	// KEK calls: platform 1 customer 1
+}
+
+// Generation and Digest identify the keyring file last committed. Recorded
+// somewhere the data disk cannot reach, they tell the current keyring from
+// an older copy put back in its place.
+func ExampleKeyring_Generation() {
+	dir, _ := os.MkdirTemp("", "dek-example-")
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "keyring")
+	keys, err := dek.Create(context.Background(), path, "disk-1", kektest.New("platform"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer keys.Close()
+	fmt.Println("after Create:", keys.Generation())
+	_, _ = keys.RotateDEK()
+	fmt.Println("after RotateDEK:", keys.Generation())
+	onDisk, _ := os.ReadFile(path)
+	fmt.Println("digest is the file's SHA-256:", keys.Digest() == sha256.Sum256(onDisk))
+	// Output:
+	// after Create: 1
+	// after RotateDEK: 2
+	// digest is the file's SHA-256: true
 }

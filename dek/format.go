@@ -12,10 +12,16 @@ import (
 
 // The keyring file layout is specified in FORMAT.md ("Keyring").
 const (
-	magic         = "CCKEYRNG"
-	formatVersion = 1
-	macSize       = sha256.Size
-	sealedSize    = KeySize + 16
+	magic = "CCKEYRNG"
+	// formatV1 stored no nonces (nonce = the DEK version): it is still
+	// read, and rewritten as formatV2 by the next change.
+	formatV1 = 1
+	// formatV2 stores a random nonce beside every sealed DEK. Every file
+	// this build writes is formatV2.
+	formatV2   = 2
+	macSize    = sha256.Size
+	sealedSize = KeySize + 16
+	nonceSize  = 12
 	// MaxVersions bounds the DEK versions one keyring holds. Retire old
 	// versions once no file uses them.
 	MaxVersions = 1024
@@ -24,12 +30,14 @@ const (
 // entry is one DEK version as stored: sealed under the keyring key.
 type entry struct {
 	Version uint32
-	Created int64 // Unix seconds
+	Created int64  // Unix seconds
+	Nonce   []byte // random, formatV2 only; nil: not (yet) sealed in formatV2
 	Sealed  []byte
 }
 
 // file is the parsed, still-encrypted content of a keyring file.
 type file struct {
+	Format     uint16 // formatV1 or formatV2
 	DiskID     string
 	Generation uint64
 	Wrapped    kek.Wrapped // the keyring key, wrapped by the KEK
@@ -40,9 +48,9 @@ type file struct {
 
 // body serializes everything the MAC covers.
 func (f *file) body() []byte {
-	b := make([]byte, 0, 128+len(f.Wrapped.KeyID)+len(f.Wrapped.Ciphertext)+len(f.Entries)*(16+sealedSize))
+	b := make([]byte, 0, 128+len(f.Wrapped.KeyID)+len(f.Wrapped.Ciphertext)+len(f.Entries)*(12+nonceSize+sealedSize))
 	b = append(b, magic...)
-	b = binary.BigEndian.AppendUint16(b, formatVersion)
+	b = binary.BigEndian.AppendUint16(b, f.Format)
 	b = append(b, byte(len(f.DiskID)))
 	b = append(b, f.DiskID...)
 	b = binary.BigEndian.AppendUint64(b, f.Generation)
@@ -59,6 +67,9 @@ func (f *file) body() []byte {
 	for _, e := range f.Entries {
 		b = binary.BigEndian.AppendUint32(b, e.Version)
 		b = binary.BigEndian.AppendUint64(b, uint64(e.Created))
+		if f.Format == formatV2 {
+			b = append(b, e.Nonce...)
+		}
 		b = append(b, e.Sealed...)
 	}
 	return b
@@ -140,10 +151,10 @@ func parse(b []byte) (*file, error) {
 	if m := r.take(len(magic)); r.err == nil && string(m) != magic {
 		return nil, fmt.Errorf("not a cachecrypt keyring (bad magic): %w", integrity.ErrFormat)
 	}
-	if v := r.u16(); r.err == nil && v != formatVersion {
-		return nil, fmt.Errorf("keyring format version %d, this build reads %d: %w", v, formatVersion, integrity.ErrVersion)
+	f := &file{Format: uint16(r.u16())}
+	if r.err == nil && f.Format != formatV1 && f.Format != formatV2 {
+		return nil, fmt.Errorf("keyring format version %d, this build reads %d and %d: %w", f.Format, formatV1, formatV2, integrity.ErrVersion)
 	}
-	f := &file{}
 	f.DiskID = string(r.take(r.u8()))
 	f.Generation = r.u64()
 	f.Wrapped.Kind = kek.Kind(r.take(r.u8()))
@@ -153,7 +164,11 @@ func parse(b []byte) (*file, error) {
 	f.Active = r.u32()
 	n := r.u16()
 	for i := 0; i < n && r.err == nil; i++ {
-		e := entry{Version: r.u32(), Created: int64(r.u64()), Sealed: r.take(sealedSize)}
+		e := entry{Version: r.u32(), Created: int64(r.u64())}
+		if f.Format == formatV2 {
+			e.Nonce = r.take(nonceSize)
+		}
+		e.Sealed = r.take(sealedSize)
 		f.Entries = append(f.Entries, e)
 	}
 	f.MAC = r.take(macSize)

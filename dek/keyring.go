@@ -22,7 +22,28 @@ func (k *Keyring) Path() string { return k.path }
 func (k *Keyring) Info() Info {
 	k.mu.RLock()
 	defer k.mu.RUnlock()
-	return k.file.info(k.path)
+	return k.file.info(k.path, k.digest)
+}
+
+// Generation returns the generation of the keyring file as last committed:
+// Create writes 1 and every RotateDEK, Retire and Rewrap writes a higher
+// one (never the same number twice, even after a failed write). It is
+// authenticated by the keyring's MAC, so a caller that records it outside
+// the disk can tell an older keyring put back (a lower generation) from the
+// current one.
+func (k *Keyring) Generation() uint64 {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.file.Generation
+}
+
+// Digest returns the SHA-256 of the keyring file's bytes as last committed
+// (as read by Open, or as written by Create, RotateDEK, Retire or Rewrap).
+// With Generation it identifies one exact keyring file.
+func (k *Keyring) Digest() [32]byte {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.digest
 }
 
 // Active returns the DEK version new files must use.
@@ -85,16 +106,14 @@ func (k *Keyring) RotateDEK() (uint32, error) {
 	}
 	v := cur.Active + 1
 	d := randomKey()
-	nf := *cur
-	nf.Generation++
-	nf.Active = v
-	sealKey, macKey := subkeys(k.krk, cur.DiskID)
-	defer clear(sealKey)
-	defer clear(macKey)
-	sealed := newGCM(sealKey).Seal(nil, entryNonce(v), d, entryAD(cur.DiskID, v))
-	nf.Entries = append(slices.Clip(cur.Entries), entry{Version: v, Created: k.opts.now().Unix(), Sealed: sealed})
-	nf.seal(macKey)
-	if err := k.commit(&nf, nil, func() { k.deks[v] = d }); err != nil {
+	es := append(slices.Clip(cur.Entries), entry{Version: v, Created: k.opts.now().Unix()})
+	nf := k.successor(cur, k.krk, cur.Wrapped, v, es, func(u uint32) []byte {
+		if u == v {
+			return d
+		}
+		return k.deks[u]
+	})
+	if err := k.commit(nf, nil, func() { k.deks[v] = d }); err != nil {
 		clear(d)
 		return 0, fmt.Errorf("dek.RotateDEK: %w", err)
 	}
@@ -135,18 +154,14 @@ func (k *Keyring) Retire(versions ...uint32) error {
 	if slices.Contains(versions, cur.Active) {
 		return fmt.Errorf("dek.Retire: version %d is active; rotate first", cur.Active)
 	}
-	nf := *cur
-	nf.Generation++
-	nf.Entries = nil
+	var es []entry
 	for _, e := range cur.Entries {
 		if !slices.Contains(versions, e.Version) {
-			nf.Entries = append(nf.Entries, e)
+			es = append(es, e)
 		}
 	}
-	_, macKey := subkeys(k.krk, cur.DiskID)
-	defer clear(macKey)
-	nf.seal(macKey)
-	return k.commit(&nf, nil, func() {
+	nf := k.successor(cur, k.krk, cur.Wrapped, cur.Active, es, k.dek)
+	return k.commit(nf, nil, func() {
 		for _, v := range versions {
 			clear(k.deks[v])
 			delete(k.deks, v)
@@ -247,12 +262,13 @@ func (k *Keyring) Locked() bool {
 // commit writes nf durably, then swaps it in; krk, if not nil, replaces the
 // keyring key; apply runs under the write lock after the swap.
 func (k *Keyring) commit(nf *file, krk []byte, apply func()) error {
-	if err := atomicfile.WriteFile(k.opts.fs, k.path, nf.marshal(), 0o600); err != nil {
+	b := nf.marshal()
+	if err := atomicfile.WriteFile(k.opts.fs, k.path, b, 0o600); err != nil {
 		return err
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.file = nf
+	k.file, k.digest = nf, sha256.Sum256(b)
 	if krk != nil {
 		clear(k.krk)
 		k.krk = krk

@@ -70,7 +70,7 @@ func TestMMKErrors(t *testing.T) {
 	other, err := kek.NewMMK("platform")
 	require.NoError(t, err)
 	_, err = other.Unwrap(ctx, w)
-	require.ErrorIs(t, err, kek.ErrUnwrap, "same name, other keyset")
+	require.ErrorIs(t, err, kek.ErrKeyMismatch, "same name, other keyset")
 
 	named, err := kek.NewMMK("elsewhere")
 	require.NoError(t, err)
@@ -122,4 +122,97 @@ func ExampleLoadMMK() {
 	key, _ := m.Unwrap(context.Background(), w)
 	fmt.Println(w.Kind, w.Algorithm, len(key))
 	// Output: mmk TINK-AES256-GCM 32
+}
+
+// TestMMKIdentityIsTheKeyset: an MMK is known by its keyset, not by the
+// name of the file that holds it. A renamed copy of the same keyset
+// unwraps; another keyset in a file of the same name is another key
+// (ErrKeyMismatch, so kek.First can go on to the next candidate).
+func TestMMKIdentityIsTheKeyset(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	m, err := kek.LoadMMK(filepath.Join(dir, "mmk.key"))
+	require.NoError(t, err)
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	w, err := m.Wrap(ctx, secret)
+	require.NoError(t, err)
+	require.NotContains(t, w.KeyID, fmt.Sprintf("%x", m.Keyset()), "the key id holds no key material")
+
+	t.Run("renamed copy of the same keyset", func(t *testing.T) {
+		renamed := filepath.Join(t.TempDir(), "platform-backup.keyset")
+		require.NoError(t, os.WriteFile(renamed, m.Keyset(), 0o600))
+		c, err := kek.LoadMMK(renamed)
+		require.NoError(t, err)
+		got, err := c.Unwrap(ctx, w)
+		require.NoError(t, err)
+		require.Equal(t, secret, got)
+		got, err = kek.First(c).Unwrap(ctx, w)
+		require.NoError(t, err)
+		require.Equal(t, secret, got)
+	})
+	t.Run("another keyset under the same file name", func(t *testing.T) {
+		other, err := kek.LoadMMK(filepath.Join(t.TempDir(), "mmk.key"))
+		require.NoError(t, err)
+		_, err = other.Unwrap(ctx, w)
+		require.ErrorIs(t, err, kek.ErrKeyMismatch)
+		got, err := kek.First(other, m).Unwrap(ctx, w)
+		require.NoError(t, err, "First goes on to the MMK that holds the key")
+		require.Equal(t, secret, got)
+	})
+	t.Run("rotated keyset still unwraps older versions", func(t *testing.T) {
+		c, err := kek.ParseMMK("renamed", m.Keyset())
+		require.NoError(t, err)
+		_, err = c.Rotate()
+		require.NoError(t, err)
+		got, err := c.Unwrap(ctx, w)
+		require.NoError(t, err)
+		require.Equal(t, secret, got)
+	})
+}
+
+// TestMMKOldDescriptors: a key wrapped under the file-name-based descriptor
+// of earlier releases ("mmk/<name>/<key id>") still unwraps with the same
+// keyset under any name, and another keyset answers ErrKeyMismatch.
+func TestMMKOldDescriptors(t *testing.T) {
+	ctx := context.Background()
+	m, err := kek.NewMMK("mmk")
+	require.NoError(t, err)
+	secret := make([]byte, 32)
+	w, err := m.Wrap(ctx, secret)
+	require.NoError(t, err)
+	i := strings.LastIndexByte(w.KeyID, '/')
+	id := w.KeyID[i+1:]
+	require.Len(t, id, 8, "the last element is the Tink key id")
+	old := w
+	old.KeyID = "mmk/mmk/" + id // as written before keysets had fingerprints
+
+	renamed, err := kek.ParseMMK("elsewhere", m.Keyset())
+	require.NoError(t, err)
+	got, err := renamed.Unwrap(ctx, old)
+	require.NoError(t, err)
+	require.Equal(t, secret, got)
+
+	other, err := kek.NewMMK("mmk")
+	require.NoError(t, err)
+	_, err = other.Unwrap(ctx, old)
+	require.ErrorIs(t, err, kek.ErrKeyMismatch)
+}
+
+// TestMMKFingerprintIsChecked: a descriptor naming the right Tink key id
+// with another fingerprint is another key.
+func TestMMKFingerprintIsChecked(t *testing.T) {
+	ctx := context.Background()
+	m, err := kek.NewMMK("p")
+	require.NoError(t, err)
+	w, err := m.Wrap(ctx, make([]byte, 32))
+	require.NoError(t, err)
+	parts := strings.Split(w.KeyID, "/")
+	require.Len(t, parts, 4, "mmk/<name>/<fingerprint>/<key id>: %s", w.KeyID)
+	fp := []byte(parts[2])
+	fp[len(fp)-1] ^= 1
+	parts[2] = string(fp)
+	bad := w
+	bad.KeyID = strings.Join(parts, "/")
+	_, err = m.Unwrap(ctx, bad)
+	require.ErrorIs(t, err, kek.ErrKeyMismatch)
 }

@@ -12,9 +12,10 @@
 //
 // Every write of a page seals it under a nonce drawn from a session-wide
 // counter, so no nonce ever repeats, with the page number and the page's
-// generation (kept in memory) as associated data. A flipped bit, a page copied
-// to another slot and an older version of the same page replayed all fail
-// with ErrAuthentication. The on-disk layout is specified in FORMAT.md,
+// generation (kept in memory) as associated data. The generation only goes
+// up during a session, a failed write included. A flipped bit, a page copied
+// to another slot and an older version of the same page replayed (from this
+// session) all fail with ErrAuthentication. The on-disk layout is specified in FORMAT.md,
 // section "Pages (NVMe flash)".
 //
 // Spill, on top of a Store, keeps values of any size under string keys with a
@@ -147,7 +148,7 @@ type Store struct {
 	counter  atomic.Uint64
 	scratch  sync.Pool // *scratch
 	stripes  []stripe
-	gens     []uint64 // expected generation per page; 0 = not written; guarded by the page's stripe
+	gens     []uint64 // per page: last generation sealed, | lost if that write failed; 0 = never written; guarded by the page's stripe
 	closed   bool     // guarded by all stripes: Close holds every one
 	closeMu  sync.Mutex
 	closeErr error
@@ -163,6 +164,12 @@ type stripe struct {
 	sync.RWMutex
 	_ [40]byte // keep stripes on separate cache lines
 }
+
+// lost marks, in Store.gens, a page whose last write failed: it reads as
+// ErrNotWritten, and the generation below the bit stays, so the next write
+// seals a higher one. A generation never goes down in a session, whatever
+// fails, so no older ciphertext of the page ever authenticates again.
+const lost = 1 << 63
 
 // nonceBlock is how many counter values a scratch buffer reserves at once
 // from the session counter, so parallel writers do not contend on it.
@@ -333,7 +340,8 @@ func (s *Store) checkPage(op string, page int64, n int) error {
 // page number page. It does not retain p. Concurrent writes to different
 // pages run in parallel; writes to the same page are serialized, and the last
 // to finish is the one ReadPage returns. If the device write fails the page
-// reads as ErrNotWritten afterwards.
+// reads as ErrNotWritten afterwards; its generation still counts the failed
+// write, so no earlier version of the page can be replayed.
 func (s *Store) WritePage(page int64, p []byte) error {
 	if err := s.checkPage("WritePage", page, len(p)); err != nil {
 		return err
@@ -346,9 +354,9 @@ func (s *Store) WritePage(page int64, p []byte) error {
 	if s.closed {
 		return fmt.Errorf("nvme.WritePage: %s: page %d: %w", s.name, page, ErrClosed)
 	}
-	gen := s.gens[page] + 1
+	gen := s.gens[page]&^lost + 1
 	ctr := s.nextCounter(sc)
-	s.gens[page] = 0 // until both writes land
+	s.gens[page] = gen | lost // until both writes land
 	sealed := s.aead.Seal(sc.buf[:0], sc.setNonce(ctr), p, sc.setAD(s.session, page, gen))
 	sc.setRecord(sealed[s.lay.pageSize:], ctr, s.session)
 	if _, err := s.dev.WriteAt(sealed[:s.lay.pageSize], s.lay.dataOffset(page)); err != nil {
@@ -395,6 +403,9 @@ func (s *Store) ReadPage(page int64, p []byte) error {
 	gen := s.gens[page]
 	if gen == 0 {
 		return fmt.Errorf("nvme.ReadPage: %s: page %d (flash pages do not survive a restart; treat as a cache miss): %w", s.name, page, ErrNotWritten)
+	}
+	if gen&lost != 0 {
+		return fmt.Errorf("nvme.ReadPage: %s: page %d: its last write failed, the value is lost; treat as a cache miss: %w", s.name, page, ErrNotWritten)
 	}
 	if err := readFull(s.dev, sc.rec[:], s.lay.recordOffset(page)); err != nil {
 		return fmt.Errorf("nvme.ReadPage: %s: page %d: read metadata: %w", s.name, page, err)

@@ -304,14 +304,14 @@ func TestCloseThenUse(t *testing.T) {
 	}
 }
 
-// failDev fails writes at offsets at or past failFrom.
+// failDev fails writes at offsets from failFrom up to failTo (0: no end).
 type failDev struct {
 	memDev
-	failFrom int64
+	failFrom, failTo int64
 }
 
 func (f *failDev) WriteAt(p []byte, off int64) (int, error) {
-	if off >= f.failFrom {
+	if off >= f.failFrom && (f.failTo == 0 || off < f.failTo) {
 		return 0, errors.New("injected device error")
 	}
 	return f.memDev.WriteAt(p, off)
@@ -334,5 +334,63 @@ func TestFailedWrite(t *testing.T) {
 	}
 	if err := s.ReadPage(1, make([]byte, 4096)); !errors.Is(err, nvme.ErrNotWritten) {
 		t.Fatalf("ReadPage after a failed write = %v; want ErrNotWritten", err)
+	}
+}
+
+// TestFailedWriteNeverLowersTheGeneration: after a write that fails (on the
+// data or on the metadata), the page's next generation is still above every
+// generation it had, so an older ciphertext of the page put back (data and
+// record, as written by an earlier write of this session) fails with
+// ErrAuthentication instead of returning stale plaintext (issue 14, item 6).
+func TestFailedWriteNeverLowersTheGeneration(t *testing.T) {
+	const ps = 4096
+	// 2 pages of 4096 bytes: header [0, 4096), metadata [4096, 8192),
+	// data from 8192; page 1's data at 12288, its record at 4096+32.
+	const rec, data = ps + 32, 3 * ps
+	for name, fail := range map[string][2]int64{
+		"data write fails":     {2 * ps, 0},
+		"metadata write fails": {ps, 2 * ps},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dev := &failDev{memDev: make(memDev, ps*4), failFrom: 1 << 62}
+			s, err := nvme.OpenDevice(dev, int64(len(dev.memDev)), &nvme.Options{Pages: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if err := s.WritePage(1, page(ps, 'A')); err != nil { // generation 1
+				t.Fatal(err)
+			}
+			staleRec := bytes.Clone(dev.memDev[rec : rec+32])
+			staleData := bytes.Clone(dev.memDev[data : data+ps])
+			if err := s.WritePage(1, page(ps, 'B')); err != nil { // generation 2
+				t.Fatal(err)
+			}
+			dev.failFrom, dev.failTo = fail[0], fail[1]
+			if err := s.WritePage(1, page(ps, 'C')); err == nil {
+				t.Fatal("WritePage on a failing device succeeded")
+			}
+			if err := s.ReadPage(1, make([]byte, ps)); !errors.Is(err, nvme.ErrNotWritten) {
+				t.Fatalf("ReadPage after a failed write = %v; want ErrNotWritten", err)
+			}
+			dev.failFrom, dev.failTo = 1<<62, 0
+			if err := s.WritePage(1, page(ps, 'D')); err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, ps)
+			if err := s.ReadPage(1, got); err != nil || got[0] != 'D' {
+				t.Fatalf("ReadPage = %q, %v; want the last write", got[:1], err)
+			}
+
+			copy(dev.memDev[rec:], staleRec) // the attacker puts generation 1 back
+			copy(dev.memDev[data:], staleData)
+			err = s.ReadPage(1, got)
+			if !errors.Is(err, nvme.ErrAuthentication) {
+				t.Fatalf("ReadPage of a replayed older page = %v; want ErrAuthentication", err)
+			}
+			if bytes.Contains(got, []byte("A")) {
+				t.Fatal("stale plaintext returned")
+			}
+		})
 	}
 }

@@ -56,7 +56,7 @@ func TestStatusAndKeyringMMK(t *testing.T) {
 	jsonOut(t, nil, &insp, "inspect", kr)
 	require.Equal(t, "keyring", insp["kind"])
 	require.Equal(t, "mmk", insp["kek_kind"])
-	require.EqualValues(t, 1, insp["format_version"])
+	require.EqualValues(t, 2, insp["format_version"], "a new keyring is written in format 2")
 	require.True(t, strings.HasPrefix(insp["disk_id"].(string), "persistence-"))
 
 	out = ok(t, nil, "keyring", "show", "--open", dir)
