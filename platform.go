@@ -69,8 +69,7 @@ func (i *Instance) locatePlatformKey() (platformKey, error) {
 		return platformKey{path: p}, i.outsideData(p, "Config.PlatformKeyFile")
 	}
 	if d := os.Getenv("CREDENTIALS_DIRECTORY"); d != "" {
-		p := filepath.Join(d, PlatformCredential)
-		if _, err := os.Stat(p); err == nil {
+		if p := filepath.Join(d, PlatformCredential); fileExists(p) {
 			return platformKey{path: p, readOnly: true}, nil
 		}
 	}
@@ -211,4 +210,38 @@ func (i *Instance) migratePlatformKey(dst string) error {
 	i.step("platform: legacy key removed")
 	i.emit(Event{Kind: EventMigrated, Detail: fmt.Sprintf("the platform key moved from %s to %s", src, dst)})
 	return nil
+}
+
+// PlatformKeyPath returns the file that holds the platform key of the
+// instance kept in dir, as Open finds it with the default configuration:
+// the systemd credential, the key an earlier release left in the directory
+// (until Open moves it), or the store's entry for the instance. It creates
+// nothing; for a directory that is not an instance it fails.
+func PlatformKeyPath(dir string) (string, error) {
+	if fileExists(filepath.Join(dir, legacyPlatformKey)) {
+		return filepath.Join(dir, legacyPlatformKey), nil
+	}
+	if d := os.Getenv("CREDENTIALS_DIRECTORY"); d != "" {
+		if p := filepath.Join(d, PlatformCredential); fileExists(p) {
+			return p, nil
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(dir, instanceIDFile))
+	if err != nil {
+		return "", fmt.Errorf("cachecrypt.PlatformKeyPath: %s has no %s: not an instance, or not opened yet: %w", dir, instanceIDFile, err)
+	}
+	id := strings.TrimSpace(string(b))
+	if !validInstanceID(id) {
+		return "", fmt.Errorf("cachecrypt.PlatformKeyPath: %s holds %q, not an instance id", filepath.Join(dir, instanceIDFile), b)
+	}
+	store, err := PlatformStore()
+	if err != nil {
+		return "", fmt.Errorf("cachecrypt.PlatformKeyPath: %w", err)
+	}
+	return filepath.Join(store, "instances", id, platformKeyName), nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }

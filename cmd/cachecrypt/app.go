@@ -51,7 +51,8 @@ Files are found by their magic bytes, so every command takes keyring files,
 encrypted RDB snapshots (streams), encrypted AOF directories and their parts.
 A data file's keyring is found next to it (the "keyring" file of its disk
 directory, or of a parent) unless --keyring names it; the keyring's KEK is
-the instance's platform key (DIR/platform/mmk.key) or the Key Vault key it
+the instance's platform key (in the platform key store, outside the
+instance directory: see "Platform key" in README) or the Key Vault key it
 records, unless --kek names one.
 
 ` + kekHelp + `

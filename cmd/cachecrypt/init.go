@@ -12,8 +12,10 @@ func (a *app) initCommand() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "init DIR",
 		Short: "Create an instance directory's keyrings, as a cache does on first start",
-		Long: `init creates (or opens) the instance directory DIR: the platform key
-DIR/platform/mmk.key and one keyring per persistent disk (DIR/persistence,
+		Long: `init creates (or opens) the instance directory DIR: its platform key, in
+the platform key store outside DIR ($CACHECRYPT_PLATFORM_STORE,
+/var/lib/cachecrypt for root, ~/.config/cachecrypt otherwise; or the
+systemd credential cachecrypt-mmk), and one keyring per persistent disk (DIR/persistence,
 DIR/os), wrapped by the platform key, or by the customer-managed key given
 with --cmk; on the flash tier also the NVMe page store DIR/nvme/pages, whose
 key is ephemeral (MMK only). A cache does this itself on first start; init is for

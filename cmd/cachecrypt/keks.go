@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/cachecrypt/cachecrypt"
 	"net"
 	"net/http"
 	"os"
@@ -42,8 +43,8 @@ const (
 
 const kekHelp = `Key-encryption keys (KEKs) are given as URIs:
   mmk:PATH          the platform-managed key kept in PATH (a Tink keyset);
-                    the default for an instance directory is
-                    mmk:DIR/platform/mmk.key
+                    an instance's own is found in the platform key
+                    store (never inside the instance directory)
   https://NAME.vault.azure.net/keys/KEY[/VERSION]
                     an RSA key in Azure Key Vault (or NAME.managedhsm.azure.net),
                     reached with the user-assigned managed identity given by
@@ -90,7 +91,7 @@ func (o *kekOpener) openURI(ctx context.Context, uri string, create bool) (kek.K
 	case strings.HasPrefix(uri, "mmk:"):
 		path := strings.TrimPrefix(uri, "mmk:")
 		if path == "" {
-			return nil, usagef("KEK %q: mmk: needs the path of the platform key file, such as mmk:/var/lib/cache/platform/mmk.key", uri)
+			return nil, usagef("KEK %q: mmk: needs the path of the platform key file, such as mmk:/var/lib/cachecrypt/instances/ID/mmk.key", uri)
 		}
 		if !create {
 			if _, err := os.Stat(path); err != nil {
@@ -182,9 +183,12 @@ func (o *kekOpener) unwrapperFor(ctx context.Context, uri, keyringPath string) (
 	}
 	switch info.KEK.Kind {
 	case kek.KindMMK:
-		mmk := filepath.Join(filepath.Dir(filepath.Dir(keyringPath)), "platform", "mmk.key")
+		mmk, err := cachecrypt.PlatformKeyPath(filepath.Dir(filepath.Dir(keyringPath)))
+		if err != nil {
+			return nil, fmt.Errorf("keyring %s is wrapped by platform key %q, and it is not in an instance whose key can be found (%v); name the key with --kek mmk:PATH: %w", keyringPath, info.KEK.KeyID, err, errNoKEK)
+		}
 		if _, err := os.Stat(mmk); err != nil {
-			return nil, fmt.Errorf("keyring %s is wrapped by platform key %q, and %s is not there: %w", keyringPath, info.KEK.KeyID, mmk, errNoKEK)
+			return nil, fmt.Errorf("keyring %s is wrapped by platform key %q, and %s is not there (restore the platform key store from its backup): %w", keyringPath, info.KEK.KeyID, mmk, errNoKEK)
 		}
 		return o.open(ctx, "mmk:"+mmk, false)
 	case kek.KindKeyVault:

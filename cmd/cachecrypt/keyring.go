@@ -219,7 +219,7 @@ for new data.
 ` + kekHelp,
 		Example: `  cachecrypt keyring rewrap --to https://contoso.vault.azure.net/keys/cache-cmk --client-id $ID /var/lib/cache
   cachecrypt keyring rewrap --to mmk --client-id $ID /var/lib/cache
-  cachecrypt keyring rewrap --kek mmk:/var/lib/cache/platform/mmk.key \
+  cachecrypt keyring rewrap --kek mmk:/var/lib/cachecrypt/instances/cc-0123/mmk.key \
       --to 'pkcs11:token=cache;object=kek;id=%01?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/cachecrypt/pin' \
       /backup/persistence/keyring`,
 		Args: args(cobra.MinimumNArgs(1)),
@@ -293,9 +293,9 @@ func roundTrip(ctx context.Context, k kek.KEK) error {
 }
 
 func (a *app) rewrapFile(ctx context.Context, path, to string, prereq prereqFlags) (*record, error) {
-	platform := filepath.Join(filepath.Dir(filepath.Dir(path)), "platform", "mmk.key")
-	if _, err := os.Stat(platform); err != nil {
-		platform = ""
+	platform, err := cachecrypt.PlatformKeyPath(filepath.Dir(filepath.Dir(path)))
+	if err != nil {
+		platform = "" // a lone keyring, not in an instance
 	}
 	target, err := a.targetKEK(ctx, to, platform)
 	if err != nil {
@@ -326,7 +326,10 @@ func (a *app) rewrapInstance(ctx context.Context, dir, to string, prereq prereqF
 	if err != nil {
 		return nil, err
 	}
-	platform, _ := filepath.Abs(filepath.Join(dir, "platform", "mmk.key"))
+	platform, err := cachecrypt.PlatformKeyPath(dir)
+	if err != nil {
+		return nil, err
+	}
 	cfg, err := a.currentConfig(ctx, infos, platform)
 	if err != nil {
 		return nil, err
@@ -362,7 +365,7 @@ func (a *app) rewrapInstance(ctx context.Context, dir, to string, prereq prereqF
 // keyring records. An OS disk left under another CMK by an interrupted
 // switch gets its KEK as a Previous one.
 func (a *app) currentConfig(ctx context.Context, infos map[string]dek.Info, platform string) (cachecrypt.Config, error) {
-	cfg := cachecrypt.Config{ProbeInterval: -1, PlatformKeyFile: platform, Logger: discardLogger()}
+	cfg := cachecrypt.Config{ProbeInterval: -1, Logger: discardLogger()} // Open finds the platform key itself
 	pers := infos[cachecrypt.DiskPersistence]
 	if a.kekURI != "" || pers.KEK.Kind != kek.KindMMK {
 		cur, err := a.keks.unwrapperFor(ctx, a.kekURI, pers.Path)
@@ -370,7 +373,9 @@ func (a *app) currentConfig(ctx context.Context, infos map[string]dek.Info, plat
 			return cfg, err
 		}
 		if _, ok := cur.(*kek.MMK); ok { // the platform key, or another one: --kek mmk:PATH
-			cfg.PlatformKeyFile = mmkPath(a.kekURI, platform)
+			if p := mmkPath(a.kekURI, platform); !samePath(p, platform) {
+				cfg.PlatformKeyFile = p
+			}
 		} else {
 			cfg.Encryption = cachecrypt.CustomerManaged(cur)
 		}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/cachecrypt/cachecrypt/internal/testenv"
+
 	"bytes"
 	"context"
 	"encoding/json"
@@ -30,7 +32,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := testenv.RunWithPlatformStore(m)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
