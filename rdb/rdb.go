@@ -174,6 +174,10 @@ func (w *Writer) Close() error {
 	return nil
 }
 
+// Header returns the snapshot's stream header; its salt names this
+// snapshot among all others.
+func (w *Writer) Header() stream.Header { return w.s.Header() }
+
 // Size returns the plaintext bytes written so far.
 func (w *Writer) Size() int64 { return w.n }
 

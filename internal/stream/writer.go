@@ -13,6 +13,7 @@ import (
 // final segment. A Writer is not safe for concurrent use; it runs its own
 // sealing goroutines internally. After an error every later call returns it.
 type Writer struct {
+	hdr Header
 	seg *segWriter
 	z   io.WriteCloser // compressor in front of seg, or nil
 	err error
@@ -46,7 +47,7 @@ func NewWriter(dst io.Writer, keys Keys, purpose string, opts Options) (*Writer,
 		buf: make([]byte, batch*seg+1),
 		out: make([]byte, batch*(seg+TagSize)),
 	}
-	w := &Writer{seg: sw}
+	w := &Writer{hdr: h, seg: sw}
 	switch opts.Compression {
 	case Zstd:
 		w.z, err = zstd.NewWriter(sw, zstd.WithEncoderConcurrency(conc))
@@ -58,6 +59,9 @@ func NewWriter(dst io.Writer, keys Keys, purpose string, opts Options) (*Writer,
 	}
 	return w, nil
 }
+
+// Header returns the stream's header (its salt tells streams apart).
+func (w *Writer) Header() Header { return w.hdr }
 
 // Write encrypts p. Whole segments are sealed straight from p; only the
 // unsealed tail (at most one batch of segments) is copied. p is not
