@@ -6,11 +6,11 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"go/build"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -206,7 +206,10 @@ func TestTamperedStagingFailsWithoutOutput(t *testing.T) {
 // TestExportDoesNotImportAzure keeps the Azure SDK out of export's
 // dependencies: only export/blob may import it.
 func TestExportDoesNotImportAzure(t *testing.T) {
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		gobin = filepath.Join(build.Default.GOROOT, "bin", "go")
+	}
 	for _, pkg := range []string{"../osdisk", "../dek", "."} {
 		out, err := exec.Command(gobin, "list", "-deps", pkg).CombinedOutput()
 		require.NoError(t, err, "%s", out)

@@ -112,7 +112,7 @@ func (a *app) decryptStream(ctx context.Context, src, out string) error {
 		if isTerminal(a.stdout) {
 			return usagef("decrypt: refusing to write binary plaintext to a terminal: pass -o FILE or pipe the output")
 		}
-		n, err = write(a.stdout)
+		_, err = write(a.stdout)
 		if err != nil {
 			return fmt.Errorf("decrypt %s: %w (the plaintext written to stdout before the damage must be discarded)", src, err)
 		}
@@ -262,7 +262,7 @@ func (a *app) encryptStream(ctx context.Context, src, out, purpose string, opts 
 		if err != nil {
 			return fmt.Errorf("encrypt: %w", err)
 		}
-		if n, err = w.ReadFrom(in); err == nil {
+		if _, err = w.ReadFrom(in); err == nil {
 			err = w.Close()
 		}
 		if err != nil {
