@@ -27,7 +27,7 @@ import (
 	"github.com/cachecrypt/cachecrypt/rdb"
 )
 
-func newScratch(t *testing.T) *osdisk.Disk {
+func newScratch(t testing.TB) *osdisk.Disk {
 	t.Helper()
 	d, err := osdisk.Create(context.Background(), filepath.Join(t.TempDir(), "os"), "os-disk", kektest.New("mmk"))
 	require.NoError(t, err)
@@ -43,7 +43,7 @@ func requireNoStaging(t *testing.T, d *osdisk.Disk) {
 }
 
 // redisRDB returns the bytes of a real RDB written by redis-server.
-func redisRDB(t *testing.T) []byte {
+func redisRDB(t testing.TB) []byte {
 	t.Helper()
 	r := testenv.StartRedis(t, t.TempDir())
 	r.MustDo(t, "DEBUG", "POPULATE", "20000", "key", "64")
