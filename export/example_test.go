@@ -3,6 +3,7 @@ package export_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"os"
@@ -71,4 +72,40 @@ func ExampleImport() {
 	// Output:
 	// export.Import: source is not a valid RDB: it starts with "*1\r\n$4\r\nP", not "REDIS" and a 4-digit version; give the path of an RDB snapshot (dump.rdb): rdb: not a Redis RDB file
 	// 0 bytes reached the destination
+}
+
+// A sealed export: the file holds only ciphertext under a fresh export key
+// that a backup KEK wraps, and importing it needs that KEK and nothing of
+// the instance that wrote it. Another KEK is refused before anything is
+// written.
+func ExampleUnseal() {
+	root, _ := os.MkdirTemp("", "sealed-example")
+	defer os.RemoveAll(root)
+	ctx := context.Background()
+	platform, _ := kek.NewMMK("platform")
+	backup, _ := kek.NewMMK("backup") // in production, say, a Key Vault key kept for backups
+	scratch, err := osdisk.Create(ctx, filepath.Join(root, "os"), "os-disk", platform)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer scratch.Close()
+
+	sealed := filepath.Join(root, "backup.ccsealed")
+	_, err = export.Export(ctx, scratch, export.FromFile("testdata/small.rdb"), export.ToFile(sealed), &export.Options{Seal: backup})
+	if err != nil {
+		log.Fatal(err)
+	}
+	b, _ := os.ReadFile(sealed)
+	fmt.Printf("%q…\n", b[:len(export.SealedMagic)])
+
+	other, _ := kek.NewMMK("other")
+	var restored bytes.Buffer
+	_, err = export.Import(ctx, scratch, export.Unseal(export.FromFile(sealed), other), export.ToWriter(&restored), nil)
+	fmt.Println(errors.Is(err, kek.ErrKeyMismatch), restored.Len())
+	info, err := export.Import(ctx, scratch, export.Unseal(export.FromFile(sealed), backup), export.ToWriter(&restored), nil)
+	fmt.Println(err, info.Size)
+	// Output:
+	// "CCSEALED"…
+	// true 0
+	// <nil> 155
 }

@@ -3,9 +3,9 @@
 //
 // Export reads a snapshot (typically the encrypted persistence RDB,
 // FromRDB) and stages it as encrypted temporary files on the OS disk, then
-// streams the staged copy to a Destination as a plain RDB: the
-// destination's own encryption (a storage account's, a file system's)
-// governs the exported copy. Import is the reverse: a plain RDB from a
+// streams the staged copy to a Destination as a plain RDB (the default: the
+// destination's own encryption, a storage account's or a file system's,
+// governs the exported copy) or as a sealed export (Options.Seal). Import is the reverse: a plain RDB from a
 // Source (a blob, a file) is staged the same way, then streamed to its
 // Destination, typically the encrypted persistence RDB (ToRDB). The staging
 // files are removed on success, failure and cancellation alike, and no
@@ -30,6 +30,11 @@
 // (ErrAuthentication) or a cancellation never leaves a committed copy
 // behind.
 //
+// Sealed exports: with Options.Seal, Export sends the RDB encrypted under a
+// fresh export DEK that a KEK wraps (the instance's, or a backup key), in
+// one self-describing object (FORMAT.md, "Sealed export"); Unseal reads one
+// back with that KEK and nothing else. The plain export stays the default.
+//
 // Destinations and sources here are an io.Writer, a local file and any
 // io.Reader; package export/blob adds Azure Blob Storage, kept apart so that
 // importing this package never pulls in the Azure SDK.
@@ -42,6 +47,7 @@ import (
 	"io"
 
 	"github.com/cachecrypt/cachecrypt/internal/integrity"
+	"github.com/cachecrypt/cachecrypt/kek"
 	"github.com/cachecrypt/cachecrypt/osdisk"
 	"github.com/cachecrypt/cachecrypt/rdb"
 )
@@ -59,8 +65,15 @@ var (
 	ErrDigest = errors.New("export: SHA-256 or size mismatch with the source's metadata")
 	// ErrAuthentication: the encrypted staging file failed authentication.
 	ErrAuthentication = integrity.ErrAuthentication
-	// ErrTruncated: the encrypted staging file ends early.
+	// ErrTruncated: the encrypted staging file or a sealed export ends
+	// early.
 	ErrTruncated = integrity.ErrTruncated
+	// ErrFormat: a sealed export is malformed, or the data given to Unseal
+	// is not a sealed export.
+	ErrFormat = integrity.ErrFormat
+	// ErrVersion: a sealed export of a format version this build cannot
+	// read.
+	ErrVersion = integrity.ErrVersion
 )
 
 // Info describes a checked plain RDB.
@@ -130,6 +143,14 @@ type Options struct {
 	// ChunkSize is the plaintext size of one staging file; 0 means
 	// DefaultChunkSize.
 	ChunkSize int64
+	// Seal, if set, makes Export send a sealed export instead of a plain
+	// RDB: the RDB encrypted under a fresh export DEK, with that DEK
+	// wrapped by Seal (one Wrap call, before anything is staged), in one
+	// object (FORMAT.md, "Sealed export"). Only a holder of that KEK can
+	// read it, through Unseal; the destination and whoever can read it
+	// learn nothing but its size. Import refuses Seal: use Unseal on its
+	// source.
+	Seal kek.Wrapper
 }
 
 // Export stages the plain RDB src yields (usually FromRDB, the encrypted
@@ -153,6 +174,9 @@ func Export(ctx context.Context, scratch *osdisk.Disk, src Source, dst Destinati
 // CRC-64 that matches the size and SHA-256 the source announced. The
 // staging files are removed before Import returns, whatever happened.
 func Import(ctx context.Context, scratch *osdisk.Disk, src Source, dst Destination, opts *Options) (Info, error) {
+	if opts != nil && opts.Seal != nil {
+		return Info{}, errors.New("export.Import: Options.Seal applies to Export only; to import a sealed export, pass its source through Unseal")
+	}
 	in, err := transfer(ctx, "import", scratch, src, dst, opts)
 	if err != nil {
 		return in, fmt.Errorf("export.Import: %w", err)

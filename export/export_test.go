@@ -6,11 +6,11 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"go/build"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -27,7 +27,7 @@ import (
 	"github.com/cachecrypt/cachecrypt/rdb"
 )
 
-func newScratch(t *testing.T) *osdisk.Disk {
+func newScratch(t testing.TB) *osdisk.Disk {
 	t.Helper()
 	d, err := osdisk.Create(context.Background(), filepath.Join(t.TempDir(), "os"), "os-disk", kektest.New("mmk"))
 	require.NoError(t, err)
@@ -43,7 +43,7 @@ func requireNoStaging(t *testing.T, d *osdisk.Disk) {
 }
 
 // redisRDB returns the bytes of a real RDB written by redis-server.
-func redisRDB(t *testing.T) []byte {
+func redisRDB(t testing.TB) []byte {
 	t.Helper()
 	r := testenv.StartRedis(t, t.TempDir())
 	r.MustDo(t, "DEBUG", "POPULATE", "20000", "key", "64")
@@ -206,7 +206,10 @@ func TestTamperedStagingFailsWithoutOutput(t *testing.T) {
 // TestExportDoesNotImportAzure keeps the Azure SDK out of export's
 // dependencies: only export/blob may import it.
 func TestExportDoesNotImportAzure(t *testing.T) {
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		gobin = filepath.Join(build.Default.GOROOT, "bin", "go")
+	}
 	for _, pkg := range []string{"../osdisk", "../dek", "."} {
 		out, err := exec.Command(gobin, "list", "-deps", pkg).CombinedOutput()
 		require.NoError(t, err, "%s", out)

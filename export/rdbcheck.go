@@ -63,6 +63,9 @@ func (c *checker) result() (Info, error) {
 // checkMagic checks the first 9 bytes of a source while it is staged, so a
 // file that is no RDB at all is refused before anything is sent.
 func checkMagic(h []byte) error {
+	if len(h) >= len(SealedMagic) && string(h[:len(SealedMagic)]) == SealedMagic {
+		return fmt.Errorf("it is a sealed export (%q), not a plain RDB: import it through Unseal with the KEK that sealed it (cachecrypt import --sealed): %w", SealedMagic, ErrNotRDB)
+	}
 	if len(h) < 9 || string(h[:5]) != "REDIS" {
 		return fmt.Errorf("it starts with %q, not \"REDIS\" and a 4-digit version; give the path of an RDB snapshot (dump.rdb): %w", h, ErrNotRDB)
 	}

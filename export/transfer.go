@@ -60,6 +60,13 @@ func transfer(ctx context.Context, op string, scratch *osdisk.Disk, src Source, 
 	if err := ctx.Err(); err != nil {
 		return Info{}, err
 	}
+	var seal *sealer
+	if o.Seal != nil {
+		var err error
+		if seal, err = newSealer(ctx, o.Seal, 0); err != nil {
+			return Info{}, err
+		}
+	}
 	rc, meta, err := src.Open(ctx)
 	if err != nil {
 		return Info{}, fmt.Errorf("open source: %w", err)
@@ -76,7 +83,7 @@ func transfer(ctx context.Context, op string, scratch *osdisk.Disk, src Source, 
 	st.pr = &progressReader{ctx: ctx, r: io.TeeReader(rc, &st.head), rep: rep, p: Progress{Phase: Staging, Total: meta.Size}}
 	st.pr.start()
 	go st.run()
-	s := &Stream{ctx: ctx, chunks: st.chunks, chk: newChecker(), meta: meta, rep: rep}
+	s := &Stream{ctx: ctx, chunks: st.chunks, chk: newChecker(), meta: meta, rep: rep, seal: seal}
 	defer func() {
 		cancel()
 		<-st.done
@@ -90,7 +97,7 @@ func transfer(ctx context.Context, op string, scratch *osdisk.Disk, src Source, 
 		}
 		return s.info, fmt.Errorf("send: %w", err)
 	}
-	if !s.ok {
+	if !s.ok || (s.seal != nil && !s.seal.eof) {
 		return s.info, fmt.Errorf("destination returned after reading %d bytes, before the end; nothing was checked", s.done)
 	}
 	return s.info, nil
@@ -199,11 +206,12 @@ func (h *headCheck) Write(p []byte) (int, error) {
 }
 
 // Stream is the plain RDB a Destination reads, decrypted from the staging
-// files as they are sealed. As it is read it checks the RDB's CRC-64 and
-// computes its SHA-256; it returns io.EOF only once the whole source was
-// staged and every check passed, and otherwise an error matching
-// ErrNotRDB, ErrChecksum, ErrDigest, ErrAuthentication or the context's
-// error. Errors are sticky. A Stream is not safe for concurrent use.
+// files as they are sealed, or with Options.Seal the sealed export of that
+// RDB (Sealed). As it is read it checks the RDB's CRC-64 and computes its
+// SHA-256; it returns io.EOF only once the whole source was staged and
+// every check passed, and otherwise an error matching ErrNotRDB,
+// ErrChecksum, ErrDigest, ErrAuthentication or the context's error. Errors
+// are sticky. A Stream is not safe for concurrent use.
 type Stream struct {
 	ctx    context.Context
 	chunks chan chunk
@@ -218,17 +226,37 @@ type Stream struct {
 	ok     bool  // reached io.EOF with every check passed
 	ended  bool  // the checker returned its result
 	err    error // sticky error
+	seal   *sealer
 }
 
-// Size returns the size of the RDB in bytes the source announced, or -1.
-func (s *Stream) Size() int64 { return s.meta.Size }
+// Size returns the number of bytes Read will yield, as far as the source
+// announced it, or -1: the RDB's size, or the sealed export's.
+func (s *Stream) Size() int64 {
+	if s.seal != nil {
+		return s.seal.size(s.meta.Size)
+	}
+	return s.meta.Size
+}
 
-// Info returns the RDB's size, SHA-256 and CRC-64. It is valid once Read
-// returned io.EOF.
+// Info returns the plain RDB's size, SHA-256 and CRC-64, also for a sealed
+// export. It is valid once Read returned io.EOF.
 func (s *Stream) Info() Info { return s.info }
 
-// Read reads decrypted RDB bytes.
+// Sealed reports whether Read yields a sealed export (Options.Seal) rather
+// than a plain RDB. A destination must then store nothing derived from
+// the plaintext, such as Info's SHA-256 and CRC-64, beside the export.
+func (s *Stream) Sealed() bool { return s.seal != nil }
+
+// Read reads decrypted RDB bytes, or the sealed export's bytes.
 func (s *Stream) Read(p []byte) (int, error) {
+	if s.seal != nil {
+		return s.seal.read(p, s.readPlain)
+	}
+	return s.readPlain(p)
+}
+
+// readPlain reads decrypted RDB bytes and checks them.
+func (s *Stream) readPlain(p []byte) (int, error) {
 	switch {
 	case s.err != nil:
 		return 0, s.err

@@ -7,6 +7,7 @@ import (
 
 	"github.com/cachecrypt/cachecrypt"
 	"github.com/cachecrypt/cachecrypt/dek"
+	"github.com/cachecrypt/cachecrypt/export/blob"
 	"github.com/cachecrypt/cachecrypt/kek"
 	"github.com/cachecrypt/cachecrypt/kek/pkcs11"
 )
@@ -55,7 +56,7 @@ var damageErrors = []error{
 var keyErrors = []error{
 	kek.ErrUnavailable, kek.ErrRevoked, kek.ErrKeyMismatch, kek.ErrUnwrap,
 	kek.ErrPrerequisite, dek.ErrUnknownVersion, pkcs11.ErrPINIncorrect,
-	pkcs11.ErrModuleNotFound, errNoKEK,
+	pkcs11.ErrModuleNotFound, errNoKEK, blob.ErrCustomerKey,
 }
 
 // exitCode maps an error to the documented exit code.
@@ -94,7 +95,12 @@ func isCobraUsage(err error) bool {
 
 // hint says what to do about an error, or "".
 func hint(err error) string {
+	var sealed *sealedKeyError
 	switch {
+	case errors.As(err, &sealed):
+		return "the export was sealed by another key-encryption key (named above): pass that key with --kek"
+	case errors.Is(err, blob.ErrCustomerKey):
+		return "give the blob's customer-provided key with --cpk-file or $" + envCPK + " (the key it was exported with)"
 	case errors.Is(err, kek.ErrRevoked):
 		return "the key-encryption key is disabled, deleted or no longer accessible: re-enable it or restore access (for Key Vault: the identity needs get, wrapKey and unwrapKey), then retry"
 	case errors.Is(err, kek.ErrUnavailable):

@@ -7,14 +7,20 @@
 //
 //	go run ./examples/sidecar demo                    # starts its own redis-servers
 //	go run ./examples/sidecar snapshot -redis 127.0.0.1:6379 -dir /tmp/cc
-//	go run ./examples/sidecar export   -dir /tmp/cc -blob https://ACCOUNT.blob.core.windows.net/backups/dump.rdb
-//	go run ./examples/sidecar import   -dir /tmp/cc -blob https://ACCOUNT.blob.core.windows.net/backups/dump.rdb
+//	go run ./examples/sidecar export   -dir /tmp/cc -blob https://ACCOUNT.blob.core.windows.net/backups/dump.rdb [-sealed | -encryption-scope NAME | -cpk-file FILE]
+//	go run ./examples/sidecar import   -dir /tmp/cc -blob https://ACCOUNT.blob.core.windows.net/backups/dump.rdb [-sealed] [-cpk-file FILE]
 //	go run ./examples/sidecar restore  -dir /tmp/cc -to /tmp/restored -start
 //	go run ./examples/sidecar run      -redis 127.0.0.1:6379 -dir /tmp/cc -every 15m -listen 127.0.0.1:8089 -blob URL
 //
+// Who can read an export: by default anyone with read access to the blob
+// (the storage account's encryption at rest, or -encryption-scope's key);
+// with -cpk-file (or CACHECRYPT_CPK, base64) only someone who also has that
+// customer-provided key; with -sealed only a holder of this sidecar's KEK.
+//
 // The Redis password is read from REDISCLI_AUTH, the storage account key from
 // AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY (or a SAS token in the blob
-// URL): secrets never go on the command line.
+// URL), a customer-provided key from -cpk-file or CACHECRYPT_CPK: secrets
+// never go on the command line.
 package main
 
 import (
@@ -47,8 +53,12 @@ commands:
   demo      start a redis-server with sample data, snapshot it encrypted, restore
             it into a second redis-server and compare DEBUG DIGEST
   snapshot  pull a snapshot from -redis into -dir, encrypted
-  export    send the encrypted snapshot in -dir to the blob -blob (plain RDB)
-  import    replace the snapshot in -dir with the blob -blob
+  export    send the encrypted snapshot in -dir to the blob -blob: a plain RDB
+            (readable by anyone with blob access), under -encryption-scope or
+            -cpk-file (readable only with that key too), or -sealed (readable
+            only by a holder of this sidecar's KEK)
+  import    replace the snapshot in -dir with the blob -blob (-cpk-file, -sealed
+            as it was exported)
   restore   decrypt the snapshot in -dir to -to/dump.rdb (-start: run redis-server there)
   run       snapshot -redis every -every, and on demand over HTTP on -listen:
             POST /snapshot, POST /export (to -blob), GET /status
@@ -78,6 +88,9 @@ func run(ctx context.Context, out io.Writer, cmd string, args []string) error {
 	port := fs.Int("port", 6390, "restore -start: port of the restored redis-server")
 	listen := fs.String("listen", "127.0.0.1:8089", "run: address of the HTTP API")
 	every := fs.Duration("every", 15*time.Minute, "run: snapshot interval (0: on demand only)")
+	scope := fs.String("encryption-scope", "", "export, run: the storage account's encryption scope for the blob (readable by anyone with blob access)")
+	cpkFile := fs.String("cpk-file", "", "export, import, run: file with the blob's customer-provided AES-256 key (32 bytes or base64; default $CACHECRYPT_CPK)")
+	sealed := fs.Bool("sealed", false, "export, import, run: a sealed export, readable only by a holder of this sidecar's KEK")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -105,15 +118,30 @@ func run(ctx context.Context, out io.Writer, cmd string, args []string) error {
 		if err != nil {
 			return err
 		}
+		cpk, err := customerKey(*cpkFile)
+		if err != nil {
+			return err
+		}
+		if cpk != nil {
+			defer cpk.Close()
+		}
 		if cmd == "export" {
-			info, err := s.Export(ctx, blob.To(bb))
+			exp := s.Export
+			if *sealed {
+				exp = s.ExportSealed
+			}
+			info, err := exp(ctx, &blob.Destination{Client: bb, EncryptionScope: *scope, CustomerKey: cpk})
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(out, "exported %d bytes to %s, sha256 %x\n", info.Size, *blobURL, info.SHA256)
 			return nil
 		}
-		info, err := s.Import(ctx, blob.From(bb.BlobClient()))
+		imp := s.Import
+		if *sealed {
+			imp = s.ImportSealed
+		}
+		info, err := imp(ctx, &blob.Source{Client: bb.BlobClient(), CustomerKey: cpk})
 		if err != nil {
 			return err
 		}
@@ -134,14 +162,21 @@ func run(ctx context.Context, out io.Writer, cmd string, args []string) error {
 			return c.Run()
 		}
 	case "run":
+		cpk, err := customerKey(*cpkFile)
+		if err != nil {
+			return err
+		}
+		if cpk != nil {
+			defer cpk.Close()
+		}
 		d := &Daemon{Sidecar: s, Redis: *addr, Pull: PullOptions{Password: os.Getenv("REDISCLI_AUTH")}, Every: *every,
-			Logger: slog.New(slog.NewTextHandler(os.Stderr, nil)),
+			Logger: slog.New(slog.NewTextHandler(os.Stderr, nil)), Sealed: *sealed,
 			Blob: func() (export.Destination, error) {
 				bb, err := blockBlob(*blobURL)
 				if err != nil {
 					return nil, err
 				}
-				return blob.To(bb), nil
+				return &blob.Destination{Client: bb, EncryptionScope: *scope, CustomerKey: cpk}, nil
 			}}
 		srv := &http.Server{Addr: *listen, Handler: d, ReadHeaderTimeout: 10 * time.Second}
 		go d.Run(ctx)
@@ -154,6 +189,22 @@ func run(ctx context.Context, out io.Writer, cmd string, args []string) error {
 		return fmt.Errorf("sidecar: unknown command %q\n%s", cmd, usage)
 	}
 	return nil
+}
+
+// customerKey reads the customer-provided key from path, or else from
+// $CACHECRYPT_CPK (base64); nil when neither is set.
+func customerKey(path string) (*blob.CustomerKey, error) {
+	if path != "" {
+		return blob.ReadCustomerKey(path)
+	}
+	if v := os.Getenv("CACHECRYPT_CPK"); v != "" {
+		k, err := blob.ParseCustomerKey([]byte(v))
+		if err != nil {
+			return nil, fmt.Errorf("sidecar: CACHECRYPT_CPK: %w", err)
+		}
+		return k, nil
+	}
+	return nil, nil
 }
 
 // blockBlob returns a client for the blob at url: shared key credentials

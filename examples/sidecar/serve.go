@@ -25,6 +25,7 @@ type Daemon struct {
 	Redis   string      // address of the redis-server
 	Pull    PullOptions // credentials for it
 	Blob    func() (export.Destination, error)
+	Sealed  bool          // export sealed under the sidecar's KEK (Sidecar.ExportSealed)
 	Every   time.Duration // 0: only on demand
 	Logger  *slog.Logger
 
@@ -80,7 +81,11 @@ func (d *Daemon) Export(ctx context.Context) (Status, error) {
 	dst, err := d.Blob()
 	if err == nil {
 		var info export.Info
-		if info, err = d.Sidecar.Export(ctx, dst); err == nil {
+		send := d.Sidecar.Export
+		if d.Sealed {
+			send = d.Sidecar.ExportSealed
+		}
+		if info, err = send(ctx, dst); err == nil {
 			d.status.LastExport, d.status.ExportSHA256 = time.Now().UTC(), hex.EncodeToString(info.SHA256[:])
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -26,6 +27,7 @@ import (
 	"github.com/cachecrypt/cachecrypt/export"
 	"github.com/cachecrypt/cachecrypt/export/blob"
 	"github.com/cachecrypt/cachecrypt/internal/testenv"
+	"github.com/cachecrypt/cachecrypt/kek"
 	"github.com/cachecrypt/cachecrypt/rdb"
 )
 
@@ -144,6 +146,24 @@ func TestExportImportThroughAzurite(t *testing.T) {
 	_, err = other.Restore(restored)
 	require.NoError(t, err)
 	require.Equal(t, digest, testenv.StartRedis(t, restored).Digest(t))
+
+	// Sealed, through the daemon: only this sidecar's KEK imports it; the
+	// other sidecar (its own platform key) is refused and keeps its
+	// snapshot.
+	sealedBB := svc.ServiceClient().NewContainerClient("backups").NewBlockBlobClient("cache-1/dump.ccsealed")
+	d.Sealed, d.Blob = true, func() (export.Destination, error) { return blob.To(sealedBB), nil }
+	api(t, d, "POST", "/export", http.StatusOK)
+	_, err = other.ImportSealed(t.Context(), blob.From(sealedBB.BlobClient()))
+	require.True(t, errors.Is(err, kek.ErrKeyMismatch) || errors.Is(err, kek.ErrUnwrap), "%v", err)
+	_, err = other.Import(t.Context(), blob.From(sealedBB.BlobClient()))
+	require.ErrorIs(t, err, export.ErrNotRDB, "a sealed blob is no plain RDB")
+	info3, err := s.ImportSealed(t.Context(), blob.From(sealedBB.BlobClient()))
+	require.NoError(t, err)
+	require.Equal(t, info, info3)
+	restored2 := t.TempDir()
+	_, err = s.Restore(restored2)
+	require.NoError(t, err)
+	require.Equal(t, digest, testenv.StartRedis(t, restored2).Digest(t))
 }
 
 // api calls the daemon's HTTP API and checks the status code.

@@ -30,6 +30,14 @@ import (
 // azurite starts Azurite and returns a fresh container.
 func azurite(t *testing.T) *container.Client {
 	t.Helper()
+	cc, _ := azuriteAt(t)
+	return cc
+}
+
+// azuriteAt starts Azurite and returns a fresh container and the Azurite
+// (whose Dir holds the stored blobs).
+func azuriteAt(t *testing.T) (*container.Client, *testenv.Azurite) {
+	t.Helper()
 	a := testenv.StartAzurite(t)
 	cred, err := azblob.NewSharedKeyCredential(a.Account, a.Key)
 	require.NoError(t, err)
@@ -37,7 +45,7 @@ func azurite(t *testing.T) *container.Client {
 	require.NoError(t, err)
 	_, err = svc.CreateContainer(context.Background(), "exports", nil)
 	require.NoError(t, err)
-	return svc.ServiceClient().NewContainerClient("exports")
+	return svc.ServiceClient().NewContainerClient("exports"), a
 }
 
 // instance is the part of a cache instance an export touches: an encrypted

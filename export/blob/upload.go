@@ -48,7 +48,9 @@ func (d *Destination) upload(ctx context.Context, r io.Reader) ([]string, error)
 	for range conc {
 		wg.Go(func() {
 			for b := range blocks {
-				_, err := d.Client.StageBlock(ctx, b.id, streaming.NopCloser(bytes.NewReader(b.buf)), nil)
+				_, err := d.Client.StageBlock(ctx, b.id, streaming.NopCloser(bytes.NewReader(b.buf)), &blockblob.StageBlockOptions{
+					CPKInfo: d.CustomerKey.cpk(), CPKScopeInfo: scope(d.EncryptionScope),
+				})
 				if err != nil {
 					mu.Lock()
 					if stageErr == nil {
@@ -101,8 +103,10 @@ func blockID(prefix []byte, n int) string {
 
 func (d *Destination) commit(ctx context.Context, ids []string, md map[string]*string, ct string) error {
 	_, err := d.Client.CommitBlockList(ctx, ids, &blockblob.CommitBlockListOptions{
-		Metadata:    md,
-		HTTPHeaders: &blobHTTPHeaders{BlobContentType: &ct},
+		Metadata:     md,
+		HTTPHeaders:  &blobHTTPHeaders{BlobContentType: &ct},
+		CPKInfo:      d.CustomerKey.cpk(),
+		CPKScopeInfo: scope(d.EncryptionScope),
 	})
 	return err
 }
