@@ -45,6 +45,7 @@ type Instance struct {
 	snapMu sync.Mutex // held while a snapshot is committed (for an import, while it runs)
 	lock   *os.File   // the instance lock, held until Close
 	pkPath string     // where the MMK lives (file, credential or store entry)
+	state  *stateStore // the rollback record, beside the platform key
 
 	aofMu sync.Mutex
 	aof   *aof.Log // the log an open AOF holds, guarded by aofMu
@@ -104,6 +105,9 @@ func openLocked(ctx context.Context, dir string, cfg Config, lock *os.File) (*In
 		return nil, err
 	}
 	i.pkPath = pk.path
+	if err := i.openState(ctx, pk, mmk); err != nil {
+		return nil, err
+	}
 	i.mmk = mmk
 	i.kek = i.resolve(cfg.Encryption)
 	if err := validate(ctx, cfg.Encryption, i.kek); err != nil {
@@ -116,6 +120,10 @@ func openLocked(ctx context.Context, dir string, cfg Config, lock *os.File) (*In
 			return nil, err
 		}
 		i.disks = append(i.disks, d)
+	}
+	if err := i.checkFiles(ctx); err != nil {
+		i.closeDisks()
+		return nil, err
 	}
 	if i.scratch, err = osdisk.New(i.DiskDir(DiskOS), i.disks[1].keyring); err != nil {
 		i.closeDisks()
@@ -185,6 +193,9 @@ func (i *Instance) openDisk(ctx context.Context, name string) (*disk, error) {
 	}
 	path := filepath.Join(dir, keyringFile)
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		if err := i.state.checkMissing(name, path); err != nil {
+			return nil, err
+		}
 		r, err := dek.Create(ctx, path, newDiskID(name), i.kek, i.keyringOpts()...)
 		if err != nil {
 			return nil, err
@@ -192,8 +203,17 @@ func (i *Instance) openDisk(ctx context.Context, name string) (*disk, error) {
 		i.emit(Event{Kind: EventWrap, Disk: name, KEK: r.Descriptor(), DEKVersion: r.Active()})
 		return &disk{name: name, keyring: r}, nil
 	}
+	if info, err := dek.ReadInfo(path); err == nil {
+		if err := i.state.checkKeyring(name, path, mark(info.Generation, info.Digest)); err != nil {
+			return nil, err
+		}
+	}
 	r, err := dek.Open(ctx, path, i.kek, i.keyringOpts()...)
 	if err == nil {
+		if err := i.state.checkKeyring(name, path, markOf(r)); err != nil {
+			r.Close()
+			return nil, err
+		}
 		i.emit(Event{Kind: EventUnwrap, Disk: name, KEK: r.Descriptor(), DEKVersion: r.Active()})
 		return &disk{name: name, keyring: r}, nil
 	}
@@ -203,6 +223,10 @@ func (i *Instance) openDisk(ctx context.Context, name string) (*disk, error) {
 	others := append([]kek.Unwrapper{i.mmk}, i.cfg.Previous...)
 	r, err = dek.Open(ctx, path, kek.First(others...), i.keyringOpts()...)
 	if err != nil {
+		return nil, err
+	}
+	if err := i.state.checkKeyring(name, path, markOf(r)); err != nil {
+		r.Close()
 		return nil, err
 	}
 	from := r.Descriptor()
@@ -250,6 +274,10 @@ func (i *Instance) DiskDir(name string) string { return filepath.Join(i.dir, nam
 func (i *Instance) Close() error {
 	i.admin.Lock()
 	defer i.admin.Unlock()
+	var settled error
+	if i.usable() == nil {
+		settled = i.settleSnapshot()
+	}
 	i.mu.Lock()
 	if i.closed {
 		i.mu.Unlock()
@@ -260,7 +288,7 @@ func (i *Instance) Close() error {
 	close(i.stop)
 	i.done.Wait()
 	i.closeDisks()
-	return i.lock.Close() // releases the instance lock
+	return errors.Join(settled, i.lock.Close()) // releases the instance lock
 }
 
 func (i *Instance) closeDisks() {

@@ -47,6 +47,10 @@ func (i *Instance) OpenAOF(opts aof.Options) (*AOF, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cachecrypt.OpenAOF: %w", err)
 	}
+	if err := i.recordAOF(l.Generation()); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("cachecrypt.OpenAOF: %w", err)
+	}
 	a := &AOF{log: l, inst: i}
 	i.aofMu.Lock()
 	i.aof = l
@@ -80,7 +84,10 @@ func (a *AOF) Rewrite(f aof.BaseFormat, write func(w *aof.Rewrite) error) error 
 	}
 	release := a.inst.lease(DiskPersistence, 0)
 	defer release()
-	return a.log.Rewrite(f, write)
+	if err := a.log.Rewrite(f, write); err != nil {
+		return err
+	}
+	return a.inst.recordAOF(a.log.Generation())
 }
 
 // Replay returns a reader of every command the log holds. See
@@ -197,6 +204,9 @@ func (i *Instance) saveSnapshot(write func(w io.Writer) error, replaces *stream.
 	if replaces != nil && !i.snapshotIs(*replaces) {
 		return errSnapshotChanged
 	}
+	if err := i.recordSnapshot(saltOf(w.Header())); err != nil {
+		return err
+	}
 	return w.Commit()
 }
 
@@ -266,17 +276,18 @@ func (i *Instance) Import(ctx context.Context, src export.Source, opts *export.O
 	if err := i.usable(); err != nil {
 		return export.Info{}, fmt.Errorf("cachecrypt.Import: %w", err)
 	}
-	defer i.lease(DiskPersistence, 0)()
 	defer i.lease(DiskOS, 0)() // the staging file
-	i.snapMu.Lock()            // the import commits a snapshot
-	defer i.snapMu.Unlock()
-	keys, err := i.Keyring(DiskPersistence)
-	if err != nil {
-		return export.Info{}, fmt.Errorf("cachecrypt.Import: %w", err)
-	}
-	info, err := export.Import(ctx, i.scratch, src, export.ToRDB(i.SnapshotPath(), keys, rdb.Options{FS: i.cfg.fs}), opts)
+	info, err := export.Import(ctx, i.scratch, src, snapshotDest{i}, opts)
 	if err != nil {
 		return info, fmt.Errorf("cachecrypt.Import: %w", err)
 	}
 	return info, nil
+}
+
+// snapshotDest makes an import's stream the instance's snapshot, as
+// SaveSnapshot does: leased, serialized and recorded.
+type snapshotDest struct{ i *Instance }
+
+func (d snapshotDest) Put(_ context.Context, s *export.Stream) error {
+	return d.i.saveSnapshot(func(w io.Writer) error { _, err := io.Copy(w, s); return err }, nil)
 }

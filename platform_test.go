@@ -107,6 +107,11 @@ func legacyInstance(t *testing.T, dir string) {
 	cfg := noProbe(Config{PlatformKeyFile: filepath.Join(dir, legacyPlatformKey), PlatformKeyInData: true})
 	canaryInstance(t, dir, cfg)
 	require.NoFileExists(t, filepath.Join(dir, instanceIDFile), "an explicit key file needs no instance id")
+	states, err := filepath.Glob(filepath.Join(dir, legacyPlatformKey+".state-*"))
+	require.NoError(t, err)
+	for _, f := range states { // those releases kept no state record
+		require.NoError(t, os.Remove(f))
+	}
 }
 
 // TestLegacyPlatformKeyMovesToTheStore: an instance made by an earlier
@@ -204,6 +209,7 @@ func TestSystemdCredentialHoldsThePlatformKey(t *testing.T) {
 	require.Equal(t, filepath.Join(creds, PlatformCredential), i.pkPath)
 	require.Equal(t, m.Descriptor().KeyID, i.Status()[0].KEK.KeyID, "the keyrings are wrapped by the credential's key")
 	requireCanary(t, i)
-	entries, _ := os.ReadDir(store)
-	require.Empty(t, entries, "nothing written to the store")
+	keys, err := filepath.Glob(filepath.Join(store, "instances", "*", platformKeyName))
+	require.NoError(t, err)
+	require.Empty(t, keys, "no key written to the store")
 }

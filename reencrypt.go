@@ -206,6 +206,9 @@ func (i *Instance) reencryptAOF(ctx context.Context, log *AOF, target uint32, op
 	if err := rw.Commit(); err != nil {
 		return err
 	}
+	if err := i.recordAOF(log.log.Generation()); err != nil {
+		return err
+	}
 	if opts.Progress != nil {
 		opts.Progress(ReencryptProgress{File: i.AOFDir(), Result: ReencryptRewritten})
 	}

@@ -42,7 +42,7 @@ func (i *Instance) SetEncryption(ctx context.Context, e Encryption) error {
 		i.step("rewrap " + d.name)
 		if err := d.keyring.Rewrap(ctx, next); err != nil {
 			i.emit(Event{Kind: EventRewrap, Disk: d.name, KEK: d.keyring.Descriptor(), Err: err})
-			return fmt.Errorf("cachecrypt.SetEncryption: %w", errors.Join(err, i.rollback(ctx, prev, n)))
+			return fmt.Errorf("cachecrypt.SetEncryption: %w", errors.Join(err, i.rollback(ctx, prev, n), i.recordKeyrings()))
 		}
 		i.emit(Event{Kind: EventRewrap, Disk: d.name, KEK: d.keyring.Descriptor(), DEKVersion: d.keyring.Active()})
 	}
@@ -50,6 +50,9 @@ func (i *Instance) SetEncryption(ctx context.Context, e Encryption) error {
 	i.kek = next
 	i.mu.Unlock()
 	i.emit(Event{Kind: EventSwitch, KEK: i.disks[0].keyring.Descriptor()})
+	if err := i.recordKeyrings(); err != nil {
+		return fmt.Errorf("cachecrypt.SetEncryption: %w", err)
+	}
 	return nil
 }
 
@@ -81,6 +84,9 @@ func (i *Instance) RotateDEK() error {
 			return fmt.Errorf("cachecrypt.RotateDEK: disk %q: %w", d.name, err)
 		}
 		i.emit(Event{Kind: EventRotate, Disk: d.name, KEK: d.keyring.Descriptor(), DEKVersion: v})
+	}
+	if err := i.recordKeyrings(); err != nil {
+		return fmt.Errorf("cachecrypt.RotateDEK: %w", err)
 	}
 	return nil
 }
@@ -223,6 +229,11 @@ func (i *Instance) RefreshKEK(ctx context.Context) (int, error) {
 		n++
 		i.emit(Event{Kind: EventRewrap, Disk: d.name, KEK: d.keyring.Descriptor(), DEKVersion: d.keyring.Active()})
 		i.cfg.Logger.Info("cachecrypt: KEK version changed; disk rewrapped", "disk", d.name, "from", from.KeyID, "to", d.keyring.Descriptor().KeyID)
+	}
+	if n > 0 {
+		if err := i.recordKeyrings(); err != nil {
+			return n, fmt.Errorf("cachecrypt.RefreshKEK: %w", err)
+		}
 	}
 	return n, nil
 }

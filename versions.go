@@ -160,6 +160,9 @@ func (i *Instance) retireUnused(disk string) ([]uint32, error) {
 	if err := keys.Retire(old...); err != nil {
 		return nil, fmt.Errorf("disk %q: %w", disk, err)
 	}
+	if err := i.recordKeyrings(); err != nil {
+		return nil, err
+	}
 	i.emit(Event{Kind: EventRetire, Disk: disk, KEK: keys.Descriptor(), DEKVersion: keys.Active(),
 		Detail: fmt.Sprintf("retired DEK versions %v", old)})
 	return old, nil

@@ -32,3 +32,14 @@ func (l *Log) Versions() []uint32 {
 	}
 	return vs
 }
+
+// Generation returns the generation of the authenticated manifest of the
+// log in dir, without opening the log: every commit of a manifest (a
+// rewrite, a new incremental part) raises it.
+func Generation(dir string, keys Keys, opts Options) (uint64, error) {
+	m, _, _, err := inspect(dir, opts.name(), keys)
+	if err != nil {
+		return 0, fmt.Errorf("aof.Generation: %w", err)
+	}
+	return m.Generation, nil
+}
