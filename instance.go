@@ -59,6 +59,7 @@ type Instance struct {
 	failingSince time.Time
 	failedClosed error // non-nil while the instance has failed closed
 	closed       bool
+	handles      map[failer]struct{} // readers handed out, failed with the instance
 
 	stop chan struct{}
 	done sync.WaitGroup
@@ -161,7 +162,15 @@ func (i *Instance) Scratch() *osdisk.Disk { return i.scratch }
 
 // Flash returns the NVMe page store of a Flash Optimized instance, or nil
 // on other tiers. Wrap it in nvme.NewSpill to keep cold values there.
-func (i *Instance) Flash() *nvme.Store { return i.flash }
+//
+// When the instance fails closed, the store is closed (its key zeroed; its
+// pages were ephemeral) and every call on it fails with nvme.ErrClosed;
+// once the instance resumes, Flash returns a fresh, empty store.
+func (i *Instance) Flash() *nvme.Store {
+	i.mu.RLock()
+	defer i.mu.RUnlock()
+	return i.flash
+}
 
 // resolve returns the KEK of an encryption setting.
 func (i *Instance) resolve(e Encryption) kek.KEK {
@@ -284,6 +293,7 @@ func (i *Instance) Close() error {
 		return nil
 	}
 	i.closed = true
+	i.failHandles(ErrClosed)
 	i.mu.Unlock()
 	close(i.stop)
 	i.done.Wait()

@@ -102,29 +102,9 @@ func (a *AOF) Replay() (*AOFReader, error) {
 		release()
 		return nil, err
 	}
-	return &AOFReader{r: r, release: release}, nil
-}
-
-// AOFReader reads the commands of an AOF (an *aof.Reader that keeps the
-// DEK versions it reads from being retired until it is closed).
-type AOFReader struct {
-	r       *aof.Reader
-	release func()
-}
-
-// Read reads replayed commands.
-func (r *AOFReader) Read(p []byte) (int, error) { return r.r.Read(p) }
-
-// WriteTo writes every replayed command to w.
-func (r *AOFReader) WriteTo(w io.Writer) (int64, error) { return r.r.WriteTo(w) }
-
-// Truncated reports the torn tail the replay stopped at, or nil.
-func (r *AOFReader) Truncated() *aof.Damage { return r.r.Truncated() }
-
-// Close closes the reader.
-func (r *AOFReader) Close() error {
-	r.release()
-	return r.r.Close()
+	ar := &AOFReader{inst: a.inst, r: r, release: release}
+	a.inst.track(ar)
+	return ar, nil
 }
 
 // Sync makes every append durable now. See aof.Log.Sync.
@@ -213,7 +193,7 @@ func (i *Instance) saveSnapshot(write func(w io.Writer) error, replaces *stream.
 // snapshotIs reports whether the snapshot on disk has header h (its salt
 // makes it unique); the caller holds snapMu.
 func (i *Instance) snapshotIs(h stream.Header) bool {
-	r, err := i.OpenSnapshot()
+	r, err := i.openSnapshot()
 	if err != nil {
 		return false
 	}
@@ -223,23 +203,31 @@ func (i *Instance) snapshotIs(h stream.Header) bool {
 
 // OpenSnapshot opens the encrypted RDB snapshot for reading (random access;
 // every segment authenticated before its bytes are returned). It fails with
-// fs.ErrNotExist when no snapshot was saved yet.
-func (i *Instance) OpenSnapshot() (*rdb.Reader, error) {
-	if err := i.usable(); err != nil {
+// fs.ErrNotExist when no snapshot was saved yet. The reader fails for good
+// when the instance fails closed or closes.
+func (i *Instance) OpenSnapshot() (*SnapshotReader, error) {
+	r, err := i.openSnapshot()
+	if err != nil {
 		return nil, fmt.Errorf("cachecrypt.OpenSnapshot: %w", err)
+	}
+	s := &SnapshotReader{inst: i, r: r}
+	i.track(s)
+	return s, nil
+}
+
+// openSnapshot opens the snapshot for the instance's own use.
+func (i *Instance) openSnapshot() (*rdb.Reader, error) {
+	if err := i.usable(); err != nil {
+		return nil, err
 	}
 	keys, err := i.Keyring(DiskPersistence)
 	if err != nil {
-		return nil, fmt.Errorf("cachecrypt.OpenSnapshot: %w", err)
+		return nil, err
 	}
 	if _, err := os.Stat(i.SnapshotPath()); errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("cachecrypt.OpenSnapshot: no snapshot saved yet: %w", err)
+		return nil, fmt.Errorf("no snapshot saved yet: %w", err)
 	}
-	r, err := rdb.Open(i.SnapshotPath(), keys)
-	if err != nil {
-		return nil, fmt.Errorf("cachecrypt.OpenSnapshot: %w", err)
-	}
-	return r, nil
+	return rdb.Open(i.SnapshotPath(), keys)
 }
 
 // Export streams the encrypted snapshot to dst as a plain RDB, whose own
@@ -256,7 +244,7 @@ func (i *Instance) Export(ctx context.Context, dst export.Destination, opts *exp
 		return export.Info{}, fmt.Errorf("cachecrypt.Export: %w", err)
 	}
 	floor := keys.Active()
-	if snap, err := i.OpenSnapshot(); err == nil {
+	if snap, err := i.openSnapshot(); err == nil {
 		floor = snap.Header().DEKVersion // a newer snapshot has a version at least as high
 		snap.Close()
 	}

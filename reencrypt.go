@@ -141,7 +141,7 @@ func (i *Instance) reencryptTarget() (uint32, error) {
 // a newer snapshot replaces it meanwhile: that one is never overwritten by
 // the copy of an older one.
 func (i *Instance) reencryptSnapshot(ctx context.Context, target uint32, opts ReencryptOptions) error {
-	old, err := i.OpenSnapshot()
+	old, err := i.openSnapshot()
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}

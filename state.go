@@ -316,7 +316,7 @@ func (s *stateStore) checkSnapshot(cur state, disk string) error {
 
 // snapshotSalt names the snapshot on disk, or "" if there is none.
 func (i *Instance) snapshotSalt() (string, error) {
-	r, err := i.OpenSnapshot()
+	r, err := i.openSnapshot()
 	if errors.Is(err, fs.ErrNotExist) {
 		return "", nil
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cachecrypt/cachecrypt/kek"
+	"github.com/cachecrypt/cachecrypt/nvme"
 )
 
 // SetEncryption switches the instance's persistent disks to another KEK
@@ -159,6 +160,10 @@ func (i *Instance) failClosed(cause error) error {
 	for _, d := range i.disks {
 		d.keyring.Lock(reason)
 	}
+	i.failHandles(reason)
+	if i.flash != nil {
+		i.flash.Close()
+	}
 	i.failedClosed = fmt.Errorf("instance %s failed closed after its KEK failed for %s: %w", i.dir, i.cfg.RevocationGrace, reason)
 	return i.failedClosed
 }
@@ -170,8 +175,18 @@ func (i *Instance) restore(ctx context.Context, k kek.KEK) error {
 			return err
 		}
 	}
+	var flash *nvme.Store
+	if i.cfg.Tier == FlashOptimized {
+		var err error
+		if flash, err = i.openFlash(); err != nil {
+			return err
+		}
+	}
 	i.mu.Lock()
 	i.failedClosed = nil
+	if flash != nil {
+		i.flash = flash
+	}
 	i.mu.Unlock()
 	i.emit(Event{Kind: EventRestored, KEK: i.disks[0].keyring.Descriptor()})
 	return nil

@@ -110,7 +110,7 @@ func (i *Instance) inUse(disk string) ([]uint32, error) {
 // persistenceFiles returns the DEK versions the snapshot and the AOF use.
 func (i *Instance) persistenceFiles(keys *dek.Keyring) ([]uint32, error) {
 	var vs []uint32
-	snap, err := i.OpenSnapshot()
+	snap, err := i.openSnapshot()
 	switch {
 	case err == nil:
 		vs = append(vs, snap.Header().DEKVersion)

@@ -96,7 +96,7 @@ func TestSealedRefusals(t *testing.T) {
 		msg  string
 	}{
 		{"wrong KEK", sealed, kektest.New("other"), kek.ErrKeyMismatch, "sealed by"},
-		{"another MMK of the same name", sealedMMK, otherMMK, kek.ErrUnwrap, "import it with that key"},
+		{"another MMK of the same name", sealedMMK, otherMMK, kek.ErrKeyMismatch, "import it with that key"}, // an MMK is known by its keyset
 		{"wrapped DEK damaged", edit(sealedMMK, func(b []byte) []byte {
 			b[bytes.Index(b, []byte("CCST"))-3] ^= 1
 			return b

@@ -32,6 +32,29 @@ type File struct {
 	r      *stream.Reader // read phase
 	err    error          // sticky error of the write phase or of Seal
 	closed bool
+	disk   *Disk // tracks it until Close, for Disk.Fail
+}
+
+// setErr records the sticky error of the write phase and returns it.
+func (t *File) setErr(err error) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.err == nil {
+		t.err = err
+	}
+	return t.err
+}
+
+// fail makes every later call fail with err and drops the stream (and its
+// key); the file stays on disk until Close.
+func (t *File) fail(err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return
+	}
+	t.err = fmt.Errorf("osdisk.File: %s: %w", t.name, err)
+	t.w, t.r = nil, nil
 }
 
 // CreateTemp creates an encrypted temporary file in the disk. prefix (no
@@ -53,7 +76,9 @@ func (d *Disk) CreateTemp(prefix string) (*File, error) {
 		os.Remove(name)
 		return nil, fmt.Errorf("osdisk.CreateTemp: disk %q: %w", d.keys.DiskID(), err)
 	}
-	return &File{name: name, f: f, keys: d.keys, w: w}, nil
+	t := &File{name: name, f: f, keys: d.keys, w: w, disk: d}
+	d.track(t)
+	return t, nil
 }
 
 // Name returns the path of the encrypted file on disk.
@@ -63,13 +88,13 @@ var errSealed = errors.New("file is sealed for reading; write all data before th
 
 // Write appends p to the file. It fails once the file is sealed.
 func (t *File) Write(p []byte) (int, error) {
-	if err := t.writable("Write"); err != nil {
+	w, err := t.writable("Write")
+	if err != nil {
 		return 0, err
 	}
-	n, err := t.w.Write(p)
+	n, err := w.Write(p)
 	if err != nil {
-		t.err = fmt.Errorf("osdisk.File.Write: %s: %w", t.name, err)
-		return n, t.err
+		return n, t.setErr(fmt.Errorf("osdisk.File.Write: %s: %w", t.name, err))
 	}
 	return n, nil
 }
@@ -77,29 +102,31 @@ func (t *File) Write(p []byte) (int, error) {
 // ReadFrom appends everything r yields to the file, sealing segments on
 // all cores. It fails once the file is sealed.
 func (t *File) ReadFrom(r io.Reader) (int64, error) {
-	if err := t.writable("ReadFrom"); err != nil {
+	w, err := t.writable("ReadFrom")
+	if err != nil {
 		return 0, err
 	}
-	n, err := t.w.ReadFrom(r)
+	n, err := w.ReadFrom(r)
 	if err != nil {
-		t.err = fmt.Errorf("osdisk.File.ReadFrom: %s: %w", t.name, err)
-		return n, t.err
+		return n, t.setErr(fmt.Errorf("osdisk.File.ReadFrom: %s: %w", t.name, err))
 	}
 	return n, nil
 }
 
-func (t *File) writable(op string) error {
+// writable returns the writer of the write phase; a failed file (Disk.Fail)
+// drops it, so the caller uses the one returned.
+func (t *File) writable(op string) (*stream.Writer, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	switch {
 	case t.closed:
-		return fmt.Errorf("osdisk.File.%s: %s: %w", op, t.name, ErrClosed)
+		return nil, fmt.Errorf("osdisk.File.%s: %s: %w", op, t.name, ErrClosed)
 	case t.err != nil:
-		return t.err
+		return nil, t.err
 	case t.w == nil:
-		return fmt.Errorf("osdisk.File.%s: %s: %w", op, t.name, errSealed)
+		return nil, fmt.Errorf("osdisk.File.%s: %s: %w", op, t.name, errSealed)
 	}
-	return nil
+	return t.w, nil
 }
 
 // Seal ends the write phase: it seals the final segment and opens the file
@@ -200,6 +227,9 @@ func (t *File) Close() error {
 	}
 	t.closed = true
 	t.w, t.r = nil, nil
+	if t.disk != nil {
+		t.disk.untrack(t)
+	}
 	cerr := t.f.Close()
 	rerr := os.Remove(t.name)
 	if err := errors.Join(cerr, rerr); err != nil {

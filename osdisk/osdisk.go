@@ -23,6 +23,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/cachecrypt/cachecrypt/dek"
 	"github.com/cachecrypt/cachecrypt/internal/atomicfile"
@@ -62,6 +63,9 @@ type Disk struct {
 	dir   string
 	keys  *dek.Keyring
 	owned bool // Close closes keys
+
+	mu   sync.Mutex
+	open map[*File]struct{} // files not yet closed, for Fail
 }
 
 // Create makes the scratch area dir (created if needed, mode 0700) with a new
@@ -141,6 +145,37 @@ func (d *Disk) Dir() string { return d.dir }
 // another KEK (MMK <-> CMK). Do not Close it: Close does, for a disk made by
 // Create or Open.
 func (d *Disk) Keyring() *dek.Keyring { return d.keys }
+
+// Fail makes every temporary file still open fail with err from now on
+// (reads and writes alike) and drops its stream, and with it the file's
+// key: what an instance does when its KEK is revoked. The files stay
+// failed; new ones can be created once the keyring is usable again.
+func (d *Disk) Fail(err error) {
+	d.mu.Lock()
+	files := make([]*File, 0, len(d.open))
+	for f := range d.open {
+		files = append(files, f)
+	}
+	d.mu.Unlock()
+	for _, f := range files {
+		f.fail(err)
+	}
+}
+
+func (d *Disk) track(f *File) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.open == nil {
+		d.open = map[*File]struct{}{}
+	}
+	d.open[f] = struct{}{}
+}
+
+func (d *Disk) untrack(f *File) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.open, f)
+}
 
 // Close zeroes the disk's keys if it owns them (Create, Open; not New).
 // Close the disk's temporary files first.

@@ -242,6 +242,9 @@ func (a *app) encryptStream(ctx context.Context, src, out, purpose string, opts 
 	if out == "-" && a.keyring == "" {
 		return usagef("encrypt: with -o - name the disk's keyring with --keyring")
 	}
+	if dir, ok := instanceOfSnapshot(out); ok && purpose == rdb.Purpose && a.keyring == "" {
+		return a.encryptIntoInstance(ctx, dir, src, f, st.Size())
+	}
 	kr, err := a.openKeyring(ctx, out, "")
 	if err != nil {
 		return err
@@ -328,4 +331,46 @@ func plainAOFName(dir string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("%s has no Redis manifest (*.manifest): %w", dir, cachecrypt.ErrFormat)
+}
+
+// instanceOfSnapshot reports whether path is the snapshot of an instance
+// (DIR/persistence/dump.rdb of a directory with an instance keyring), and
+// which.
+func instanceOfSnapshot(path string) (string, bool) {
+	abs, err := filepath.Abs(path)
+	if err != nil || filepath.Base(abs) != cachecrypt.SnapshotFile || filepath.Base(filepath.Dir(abs)) != cachecrypt.DiskPersistence {
+		return "", false
+	}
+	dir := filepath.Dir(filepath.Dir(abs))
+	_, err = os.Stat(diskKeyring(dir, cachecrypt.DiskPersistence))
+	return dir, err == nil
+}
+
+// encryptIntoInstance makes the RDB in f the snapshot of the instance in
+// dir, through the instance: under its lock, and recorded in its state so
+// that a later Open knows it (a file written behind its back would be
+// refused as a rollback).
+func (a *app) encryptIntoInstance(ctx context.Context, dir, src string, f *os.File, size int64) error {
+	inst, err := a.openInstance(ctx, dir)
+	if err != nil {
+		return err
+	}
+	defer inst.Close()
+	bar := a.progress(size, "encrypt", true)
+	defer bar.Finish()
+	var n int64
+	err = inst.SaveSnapshot(func(w io.Writer) error {
+		var err error
+		n, err = io.Copy(w, ctxReader{ctx, io.TeeReader(f, bar)})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("encrypt %s: %w", src, err)
+	}
+	kr, err := inst.Keyring(cachecrypt.DiskPersistence)
+	if err != nil {
+		return err
+	}
+	return a.done(newRecord().add("encrypted", src).add("to", inst.SnapshotPath()).add("purpose", rdb.Purpose).
+		add("disk_id", kr.DiskID()).add("dek_version", kr.Active()).add("bytes", n))
 }

@@ -321,6 +321,21 @@ func (a *app) rewrapFile(ctx context.Context, path, to string, prereq prereqFlag
 		add("dek_active", kr.Active()), nil
 }
 
+// openInstance opens the instance in dir under the KEK its keyrings are
+// wrapped by now (see currentConfig).
+func (a *app) openInstance(ctx context.Context, dir string) (*cachecrypt.Instance, error) {
+	_, infos, err := instanceStatus(dir)
+	if err != nil {
+		return nil, err
+	}
+	platform, _ := cachecrypt.PlatformKeyPath(dir)
+	cfg, err := a.currentConfig(ctx, infos, platform)
+	if err != nil {
+		return nil, err
+	}
+	return cachecrypt.Open(ctx, dir, cfg)
+}
+
 func (a *app) rewrapInstance(ctx context.Context, dir, to string, prereq prereqFlags) (*record, error) {
 	_, infos, err := instanceStatus(dir)
 	if err != nil {

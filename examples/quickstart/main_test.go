@@ -1,12 +1,19 @@
 package main
 
 import (
-	"os"
+	"bytes"
+	"strings"
 	"testing"
-
-	"github.com/cachecrypt/cachecrypt/internal/testenv"
 )
 
-// TestMain keeps the platform keys the tests make out of the user's own
-// store.
-func TestMain(m *testing.M) { os.Exit(testenv.RunWithPlatformStore(m)) }
+func TestQuickstart(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(&out, t.TempDir()); err != nil {
+		t.Fatalf("quickstart: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{"identical: true", "RDB snapshots, AOF logs", "MMK", ": 0 occurrences"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
