@@ -42,7 +42,7 @@ type Instance struct {
 
 	admin  sync.Mutex  // serializes SetEncryption, RotateDEK, RetireUnused, Probe, Close
 	leases leases      // DEK versions running writers may use; see versions.go
-	snapMu sync.Mutex  // held while a snapshot is committed (for an import, while it runs)
+	snapMu sync.Mutex  // held while a snapshot is committed (SaveSnapshot, Import, Reencrypt)
 	lock   *os.File    // the instance lock, held until Close
 	pkPath string      // where the MMK lives (file, credential or store entry)
 	state  *stateStore // the rollback record, beside the platform key

@@ -76,6 +76,12 @@ type Options struct {
 	// 64 KiB.
 	SegmentSize int
 	// Compression of the plaintext; None (the default) keeps random access.
+	// Compression leaks: the size of each sealed segment follows how well
+	// its plaintext compresses, so anyone who sees the file (or, over time,
+	// its size) learns something about its content; an attacker who can also
+	// put chosen values into the cache can test guesses at the rest (as in
+	// CRIME and BREACH). Leave it off for data that mixes secrets with
+	// values others control.
 	Compression Compression
 	// Concurrency is the number of goroutines that seal; 0 means GOMAXPROCS.
 	Concurrency int

@@ -212,7 +212,7 @@ parent directory (the disk directory of an instance), or --keyring.
 	}
 	c.Flags().StringVarP(&out, "output", "o", "", "the encrypted file or AOF directory to write, or - for stdout")
 	c.Flags().StringVar(&purpose, "purpose", "", "stream purpose for a file that is not an RDB (default rdb)")
-	c.Flags().StringVar(&compression, "compression", "none", "compress before encrypting: none, zstd or s2 (compressed snapshots lose random access)")
+	c.Flags().StringVar(&compression, "compression", "none", "compress before encrypting: none, zstd or s2 (compressed snapshots lose random access, and their size leaks how well the content compresses: keep none for data that mixes secrets with values others control)")
 	c.Flags().IntVar(&segmentSize, "segment-size", 0, "plaintext bytes per segment (default 65536)")
 	return c
 }
