@@ -36,13 +36,6 @@ func writeCanary(w io.Writer) error {
 	return err
 }
 
-// copyDir copies the tree at src to dst, as a backup or a disk snapshot
-// would.
-func copyDir(t *testing.T, src, dst string) {
-	t.Helper()
-	require.NoError(t, os.CopyFS(dst, os.DirFS(src)))
-}
-
 // filesContaining lists the files under dir whose bytes contain needle.
 func filesContaining(t *testing.T, dir string, needle []byte) []string {
 	t.Helper()
@@ -58,29 +51,6 @@ func filesContaining(t *testing.T, dir string, needle []byte) []string {
 		return err
 	}))
 	return found
-}
-
-// TestCopyOfTheDirectoryDecryptsNothing is issue 14 item 1: with the
-// default configuration, a copy of the instance directory holds no key:
-// opened elsewhere it is refused, and no file in it holds the platform key
-// or the plaintext.
-func TestCopyOfTheDirectoryDecryptsNothing(t *testing.T) {
-	dir := t.TempDir()
-	canaryInstance(t, dir, noProbe(Config{}))
-	i := open(t, dir, noProbe(Config{}))
-	mmk, err := os.ReadFile(i.pkPath)
-	require.NoError(t, err)
-	require.NoError(t, i.Close())
-
-	stolen := t.TempDir()
-	copyDir(t, dir, stolen)
-	require.Empty(t, filesContaining(t, stolen, mmk), "the platform key is not in the directory")
-	require.Empty(t, filesContaining(t, stolen, []byte(canary)))
-
-	t.Setenv(PlatformStoreEnv, t.TempDir()) // another machine: its own, empty store
-	_, err = Open(context.Background(), stolen, noProbe(Config{}))
-	require.ErrorIs(t, err, ErrPlatformKey)
-	require.ErrorContains(t, err, "restore the platform key store")
 }
 
 // TestPlatformKeyInsideTheDataIsRefused: a platform key file or store
