@@ -122,6 +122,7 @@ func resumePoint(t *testing.T, i *Instance, log *AOF) ([soakAppenders]int64, int
 	r, err := log.Replay()
 	require.NoError(t, err)
 	sc := bufio.NewScanner(r)
+	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
 		var w int
 		var n int64
