@@ -69,7 +69,7 @@ func TestCrashDuringMaintenance(t *testing.T) {
 func runAndKill(t *testing.T, dir, otherPath string, killAfter int) []string {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashDuringMaintenance$")
-	cmd.Env = append(os.Environ(), "CACHECRYPT_MAINT_CHILD=1", "CRASH_DIR="+dir, "CRASH_OTHER="+otherPath)
+	cmd.Env = append(os.Environ(), "CACHECRYPT_MAINT_CHILD=1", "CRASH_DIR="+dir, "CRASH_OTHER="+otherPath, "CRASH_TMP="+t.TempDir())
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	var stderr strings.Builder
@@ -105,7 +105,7 @@ func maintenanceChild(t *testing.T) {
 	log, err := i.OpenAOF(aof.Options{Fsync: aof.Always})
 	require.NoError(t, err)
 	var mu sync.Mutex
-	s := &soak{inst: i, log: log, other: other, clock: clk, ack: func(f string, args ...any) {
+	s := &soak{inst: i, log: log, other: other, clock: clk, tmp: os.Getenv("CRASH_TMP"), ack: func(f string, args ...any) {
 		mu.Lock()
 		fmt.Fprintf(os.Stdout, "ACK "+f+"\n", args...)
 		mu.Unlock()

@@ -4,11 +4,17 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/cachecrypt/cachecrypt/export"
+	"hash/crc64"
 	"io"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,13 +28,24 @@ import (
 
 var soakFor = flag.Duration("soak", 3*time.Second, "how long TestSoak runs its maintenance-against-writers load (CI runs it for 30s under -race)")
 
-// soakBody is snapshot number n: small, and recognisable when read back.
-func soakBody(n int64) []byte { return bytes.Repeat(fmt.Appendf(nil, "snapshot %d;", n), 2000) }
+// soakBody is snapshot number n: small, recognisable when read back, and
+// an RDB as far as export and import check one (magic and version, the
+// end-of-file opcode, the CRC-64).
+func soakBody(n int64) []byte {
+	b := append([]byte("REDIS0011"), bytes.Repeat(fmt.Appendf(nil, "snapshot %d;", n), 2000)...)
+	b = append(b, 0xff)
+	return binary.LittleEndian.AppendUint64(b, ^crc64.Update(^uint64(0), redisCRC, b))
+}
+
+var redisCRC = crc64.MakeTable(0x95ac9329ac4bc9b5) // Redis' CRC-64 (Jones)
 
 // parseSoakBody returns the number of a snapshot soakBody wrote.
 func parseSoakBody(b []byte) (int64, error) {
 	var n int64
-	if _, err := fmt.Sscanf(string(b), "snapshot %d;", &n); err != nil {
+	if len(b) < 9 {
+		return 0, errors.New("not a soak snapshot: too short")
+	}
+	if _, err := fmt.Sscanf(string(b[9:]), "snapshot %d;", &n); err != nil {
 		return 0, fmt.Errorf("not a soak snapshot: %w", err)
 	}
 	if !bytes.Equal(b, soakBody(n)) {
@@ -51,12 +68,13 @@ type soak struct {
 	other kek.KEK
 	clock *clock
 	ack   func(format string, args ...any)
+	tmp   string // where exports go before they are imported back
 
 	next     [soakAppenders]int64 // first sequence number of each appender
 	nextSnap int64                // first snapshot number
 
 	holdAppends sync.RWMutex // the rewriter holds appends back while it starts, as Redis' fork does
-	counts      struct{ records, snapshots, rewrites, rotations, reencryptions, switches, refreshes atomic.Int64 }
+	counts      struct{ records, snapshots, exports, rewrites, rotations, reencryptions, switches, refreshes atomic.Int64 }
 }
 
 // run starts every worker and returns the first error any of them met.
@@ -110,13 +128,38 @@ func (s *soak) appendRec(w int, n int64) error {
 	return err
 }
 
+// snapshot saves snapshot n; every eighth time it also exports the
+// snapshot and imports it back (the same content, through the OS disk's
+// staging) first.
 func (s *soak) snapshot(n int64) error {
+	if n%8 == 7 {
+		if err := s.exportImport(); err != nil {
+			return err
+		}
+	}
 	err := s.inst.SaveSnapshot(func(w io.Writer) error { _, err := w.Write(soakBody(n)); return err })
 	if err == nil {
 		s.counts.snapshots.Add(1)
 		s.ack("S %d", n)
 	}
 	return err
+}
+
+func (s *soak) exportImport() error {
+	ctx := context.Background()
+	p := filepath.Join(s.tmp, "export.rdb")
+	defer os.Remove(p)
+	if _, err := s.inst.Export(ctx, export.ToFile(p), nil); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // no snapshot yet
+		}
+		return err
+	}
+	if _, err := s.inst.Import(ctx, export.FromFile(p), nil); err != nil {
+		return err
+	}
+	s.counts.exports.Add(1)
+	return nil
 }
 
 // rewrite replaces the AOF's base with everything appended before it
@@ -184,8 +227,8 @@ func (s *soak) refresh(ctx context.Context) error {
 
 func (s *soak) figures() string {
 	c := &s.counts
-	return fmt.Sprintf("records=%d snapshots=%d rewrites=%d rotations=%d reencryptions=%d switches=%d refreshes=%d",
-		c.records.Load(), c.snapshots.Load(), c.rewrites.Load(), c.rotations.Load(), c.reencryptions.Load(), c.switches.Load(), c.refreshes.Load())
+	return fmt.Sprintf("records=%d snapshots=%d export+import=%d rewrites=%d rotations=%d reencryptions=%d switches=%d refreshes=%d",
+		c.records.Load(), c.snapshots.Load(), c.exports.Load(), c.rewrites.Load(), c.rotations.Load(), c.reencryptions.Load(), c.switches.Load(), c.refreshes.Load())
 }
 
 // acked is what a soak acknowledged: per appender the records, and the
@@ -273,7 +316,7 @@ func TestSoak(t *testing.T) {
 	log, err := i.OpenAOF(aof.Options{Fsync: aof.Always})
 	require.NoError(t, err)
 	a := newAcked()
-	s := &soak{inst: i, log: log, other: other, clock: clk, ack: func(f string, args ...any) { a.record(fmt.Sprintf(f, args...)) }}
+	s := &soak{inst: i, log: log, other: other, clock: clk, tmp: t.TempDir(), ack: func(f string, args ...any) { a.record(fmt.Sprintf(f, args...)) }}
 	ctx, cancel := context.WithTimeout(context.Background(), *soakFor)
 	defer cancel()
 	require.NoError(t, s.run(ctx))
@@ -286,7 +329,7 @@ func TestSoak(t *testing.T) {
 	require.NoError(t, err)
 	defer log.Close()
 	a.verify(t, again, log)
-	for _, c := range []*atomic.Int64{&s.counts.records, &s.counts.snapshots, &s.counts.rewrites, &s.counts.rotations, &s.counts.reencryptions, &s.counts.switches} {
+	for _, c := range []*atomic.Int64{&s.counts.records, &s.counts.snapshots, &s.counts.exports, &s.counts.rewrites, &s.counts.rotations, &s.counts.reencryptions, &s.counts.switches} {
 		require.Positive(t, c.Load(), "every operation ran at least once: %s", s.figures())
 	}
 }
