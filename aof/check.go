@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 )
 
 // Report describes a checked log.
@@ -111,7 +112,7 @@ func Fix(dir string, keys Keys, opts Options) (*Report, error) {
 		return rep, fmt.Errorf("aof.Fix: cannot fix: %w", err)
 	}
 	last := rep.Parts[len(rep.Parts)-1]
-	if err := cutTail(dir+"/"+last.Name, rep.Damage.Offset); err != nil {
+	if err := cutTail(opts.fs(), filepath.Join(dir, last.Name), rep.Damage.Offset); err != nil {
 		return rep, fmt.Errorf("aof.Fix: %w", err)
 	}
 	return rep, nil

@@ -41,11 +41,29 @@ func importDir(src, dst string, keys Keys, opts Options) error {
 		return fmt.Errorf("destination %s is not empty", dst)
 	}
 	l := &Log{dir: dst, keys: keys, opts: opts}
-	m := &manifest{DiskID: keys.DiskID(), Generation: 1}
+	if err := l.importParts(src, res); err != nil {
+		// Leave dst empty, as it was, so the import can be run again.
+		fsys := opts.fs()
+		fsys.Remove(filepath.Join(dst, opts.name()+".manifest"))
+		for _, re := range res {
+			fsys.Remove(filepath.Join(dst, re.Name))
+		}
+		removeTemps(fsys, dst)
+		fsys.SyncDir(dst)
+		return err
+	}
+	return nil
+}
+
+// importParts encrypts every part res lists into l.dir, then writes the
+// manifest.
+func (l *Log) importParts(src string, res []redisEntry) error {
+	m := &manifest{DiskID: l.keys.DiskID(), Generation: 1}
 	for i, re := range res {
 		e := entry{Name: re.Name, Seq: re.Seq, Type: re.Type}
 		if re.Type != TypeHistory {
 			open := re.Type == TypeIncr && i == len(res)-1
+			var err error
 			if e, err = l.importPart(src, re, open); err != nil {
 				return err
 			}
@@ -55,10 +73,11 @@ func importDir(src, dst string, keys Keys, opts Options) error {
 	if err := m.check(); err != nil {
 		return err
 	}
-	if err := atomicfile.OS.SyncDir(dst); err != nil {
+	fsys := l.opts.fs()
+	if err := fsys.SyncDir(l.dir); err != nil {
 		return err
 	}
-	return writeManifest(dst, opts.name(), m, keys)
+	return writeManifest(fsys, l.dir, l.opts.name(), m, l.keys)
 }
 
 // importPart encrypts one part file as frames of baseChunk bytes.
@@ -77,7 +96,7 @@ func (l *Log) importPart(src string, re redisEntry, open bool) (entry, error) {
 	if err != nil {
 		return entry{}, err
 	}
-	p, err := atomicfile.Create(atomicfile.OS, l.path(re.Name), 0o600)
+	p, err := atomicfile.Create(l.opts.fs(), l.path(re.Name), 0o600)
 	if err != nil {
 		return entry{}, err
 	}
@@ -140,23 +159,23 @@ func exportDir(src, dst string, keys Keys, opts Options) error {
 	}
 	for i, p := range parts {
 		last := i == len(parts)-1
-		if err := exportPart(dst, p, keys, last && opts.AllowTruncated); err != nil {
+		if err := exportPart(opts.fs(), dst, p, keys, last && opts.AllowTruncated); err != nil {
 			return err
 		}
 	}
-	if err := atomicfile.OS.SyncDir(dst); err != nil {
+	if err := opts.fs().SyncDir(dst); err != nil {
 		return err
 	}
-	return atomicfile.WriteFile(atomicfile.OS, filepath.Join(dst, opts.name()+".manifest"), marshalRedisManifest(m), 0o644)
+	return atomicfile.WriteFile(opts.fs(), filepath.Join(dst, opts.name()+".manifest"), marshalRedisManifest(m), 0o644)
 }
 
-func exportPart(dst string, p partFile, keys Keys, allowTorn bool) error {
+func exportPart(fsys atomicfile.FS, dst string, p partFile, keys Keys, allowTorn bool) error {
 	r, err := newReader([]partFile{p}, nil, keys, allowTorn && !p.e.Closed, false)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	out, err := atomicfile.Create(atomicfile.OS, filepath.Join(dst, p.e.Name), 0o644)
+	out, err := atomicfile.Create(fsys, filepath.Join(dst, p.e.Name), 0o644)
 	if err != nil {
 		return err
 	}

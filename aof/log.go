@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cachecrypt/cachecrypt/internal/atomicfile"
 	"github.com/cachecrypt/cachecrypt/internal/integrity"
 )
 
@@ -79,6 +80,18 @@ type Options struct {
 	// Name is the base name of the parts and manifest; "" is
 	// "appendonly.aof", Redis' default appendfilename.
 	Name string
+	// FS is what every durable write (part creation, writes, fsyncs,
+	// truncations, manifest replacement, renames, removals, directory
+	// fsyncs) goes through; nil is the operating system. Tests inject
+	// failures with atomicfile.FaultFS.
+	FS atomicfile.FS
+}
+
+func (o *Options) fs() atomicfile.FS {
+	if o.FS == nil {
+		return atomicfile.OS
+	}
+	return o.FS
 }
 
 func (o *Options) name() string {
@@ -128,8 +141,8 @@ type Log struct {
 	rewriteMu sync.Mutex
 	recovered *Damage
 
-	lock     *os.File             // flock'd NAME.lock, held until Close
-	syncFile func(*os.File) error // test hook
+	lock     *os.File                    // flock'd NAME.lock, held until Close
+	syncFile func(atomicfile.File) error // test hook
 	stop     chan struct{}
 	stopped  chan struct{}
 }
@@ -167,7 +180,7 @@ func Open(dir string, keys Keys, opts Options) (*Log, error) {
 }
 
 func open(dir string, keys Keys, opts Options, plain bool) (*Log, error) {
-	l := &Log{dir: dir, keys: keys, opts: opts, plain: plain, syncFile: (*os.File).Sync}
+	l := &Log{dir: dir, keys: keys, opts: opts, plain: plain, syncFile: atomicfile.File.Sync}
 	l.cond.L = &l.mu
 	l.pendGroup = &group{}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
