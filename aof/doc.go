@@ -22,6 +22,20 @@
 // arrive while a write is in flight are sealed into one frame and written
 // with one system call. The fsync policies are those of Redis' appendfsync.
 //
+// A write that fails (ENOSPC, EIO, a short write) may have put part of a
+// frame in the file. The log then refuses every later Append, Sync and
+// StartRewrite with ErrWriteFailed until it is closed and reopened, as
+// Redis stops accepting writes after an AOF write error; the same holds
+// after a failed fsync under Always and a failed manifest replacement.
+// Open cuts the partial frame off and appends to a new part under a fresh
+// salt. This keeps the package's invariant:
+//
+//	No (key, nonce) is ever reused, whatever fails. Each part file has its
+//	own key (HKDF from the DEK and a fresh random salt); a frame's nonce is
+//	its index in the part; each index is sealed once and written at most
+//	once; a part takes no frame after a failed write; and a Log never
+//	appends to a part that existed when it was opened.
+//
 // Replay reads the base then the incremental parts as one plaintext byte
 // stream (the RESP commands, after an RDB preamble when the base is one);
 // Rewrite replaces the base and drops the old parts; Check and Fix do what

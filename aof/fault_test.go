@@ -1,10 +1,12 @@
 package aof
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/cachecrypt/cachecrypt/internal/atomicfile"
@@ -215,5 +217,121 @@ func faultCases() []faultCase {
 				}
 				return recs(0, 6), recs(0, 6), nil
 			}},
+	}
+}
+
+// recordFS records where every write lands in every file.
+type recordFS struct {
+	atomicfile.FS
+	mu     sync.Mutex
+	writes map[string][][2]int64 // file -> [offset, end) of each write
+}
+
+func (r *recordFS) CreateExcl(name string, perm os.FileMode) (atomicfile.File, error) {
+	f, err := r.FS.CreateExcl(name, perm)
+	if err != nil {
+		return nil, err
+	}
+	return &recordFile{File: f, fs: r, name: name}, nil
+}
+
+type recordFile struct {
+	atomicfile.File
+	fs   *recordFS
+	name string
+	off  int64
+}
+
+func (f *recordFile) Write(b []byte) (int, error) {
+	n, err := f.File.Write(b)
+	f.fs.mu.Lock()
+	if f.fs.writes == nil {
+		f.fs.writes = map[string][][2]int64{}
+	}
+	f.fs.writes[f.name] = append(f.fs.writes[f.name], [2]int64{f.off, f.off + int64(n)})
+	f.fs.mu.Unlock()
+	f.off += int64(n)
+	return n, err
+}
+
+// TestWriteErrorNeverReusesANonce fails each step of appends, torn writes
+// included, under every fsync policy with concurrent appenders: no byte
+// of a part is written twice (a frame's nonce is its index in a part with
+// its own key, so a second write at an offset would seal a second
+// plaintext under the same key and nonce), every append after the failure
+// fails with ErrWriteFailed until the log is reopened, and the reopened
+// log goes on in a part with a fresh salt.
+func TestWriteErrorNeverReusesANonce(t *testing.T) {
+	keys := newKeys(t)
+	for _, pol := range []Policy{Always, EverySec, No} {
+		t.Run(pol.String(), func(t *testing.T) {
+			for step := 1; ; step++ {
+				dir := t.TempDir()
+				rec := &recordFS{FS: atomicfile.OS}
+				fsys := &atomicfile.FaultFS{Inner: rec, FailAt: step}
+				l, err := Open(dir, keys, Options{Fsync: pol, FS: fsys})
+				if err != nil {
+					continue // a failed Open is TestFaultEveryStep's
+				}
+				var wg sync.WaitGroup
+				var mu sync.Mutex
+				var acked []string
+				var errs []error
+				for w := range 3 {
+					wg.Go(func() {
+						for i := range 20 {
+							r := fmt.Sprintf("w%d.%d;", w, i)
+							err := l.Append([]byte(r))
+							mu.Lock()
+							if err == nil {
+								acked = append(acked, r)
+							} else {
+								errs = append(errs, err)
+							}
+							mu.Unlock()
+						}
+					})
+				}
+				wg.Wait()
+				sticky := false
+				for _, err := range errs {
+					// A failed background fsync (everysec) refuses appends
+					// until a later one succeeds; anything else is sticky.
+					if !errors.Is(err, ErrFsync) || pol == Always {
+						require.ErrorIs(t, err, ErrWriteFailed, "step %d", step)
+						sticky = true
+					}
+				}
+				if sticky {
+					require.ErrorIs(t, l.Append([]byte("late;")), ErrWriteFailed, "step %d: sticky", step)
+				}
+				l.Close()
+				for name, ws := range rec.writes {
+					for i := 1; i < len(ws); i++ {
+						require.GreaterOrEqual(t, ws[i][0], ws[i-1][1], "step %d: %s written twice at offset %d", step, filepath.Base(name), ws[i][0])
+					}
+				}
+				// The reopen cuts the partial frame off and goes on in a
+				// new part: every part has its own salt.
+				l, err = Open(dir, keys, reopenOpts)
+				require.NoError(t, err, "step %d", step)
+				require.NoError(t, l.Append([]byte("after;")))
+				require.NoError(t, l.Close())
+				m, err := loadManifest(dir, "appendonly.aof", keys)
+				require.NoError(t, err)
+				salts := map[[saltSize]byte]string{}
+				for _, e := range m.parts() {
+					require.NotContains(t, salts, e.Salt, "%s and %s share a salt", salts[e.Salt], e.Name)
+					salts[e.Salt] = e.Name
+				}
+				got := splitRecords(string(replayAll(t, dir, keys, Options{})))
+				for _, a := range acked {
+					require.Contains(t, got, a, "step %d", step)
+				}
+				if fsys.Steps() < step {
+					break // the fault came after the last step: all steps tried
+				}
+			}
+		})
 	}
 }

@@ -42,8 +42,18 @@ var (
 	// ErrLocked: another Log has the directory open.
 	ErrLocked = errors.New("aof: directory in use")
 	// ErrFsync: an fsync failed; under everysec, appends are refused until
-	// a later background fsync succeeds, as Redis does.
+	// a later background fsync succeeds, as Redis does. Under always, and
+	// for the fsyncs of a part switch, it also makes the log unusable
+	// (ErrWriteFailed).
 	ErrFsync = errors.New("aof: fsync failed")
+	// ErrWriteFailed: a write to the log failed (and so may have left part
+	// of a frame in the file), or its fsync under always, or a manifest
+	// replacement. Every later Append, Sync and StartRewrite fails with it
+	// until the log is closed and reopened: Open cuts the partial frame
+	// off and continues in a new part under a fresh salt, so no (key,
+	// nonce) is ever used twice. Redis likewise stops accepting writes
+	// after an AOF write error.
+	ErrWriteFailed = errors.New("aof: a write failed; the log refuses writes until it is reopened")
 )
 
 // Policy is when appended data is fsynced: Redis' appendfsync.
@@ -304,12 +314,21 @@ func (l *Log) canLead() bool {
 	return !l.sealing && !l.excl && l.tickets-l.written < depth
 }
 
+// unusable is the sticky error of a log after a failed write. l.mu is
+// held.
+func (l *Log) unusable() error {
+	if errors.Is(l.fatal, ErrWriteFailed) {
+		return l.fatal
+	}
+	return fmt.Errorf("%w (%w)", ErrWriteFailed, l.fatal)
+}
+
 func (l *Log) refuse() error {
 	switch {
 	case l.closed:
 		return ErrClosed
 	case l.fatal != nil:
-		return fmt.Errorf("log is unusable after an earlier failure, reopen it: %w", l.fatal)
+		return l.unusable()
 	case l.syncErr != nil:
 		return fmt.Errorf("refusing writes: the last background fsync failed (%v); retrying every second: %w", l.syncErr, ErrFsync)
 	}
@@ -321,9 +340,11 @@ func (l *Log) refuse() error {
 // one before: stage 1 (sealing, one goroutine at a time) seals the frame
 // under the index it will have once the groups ahead of it are written;
 // stage 2 writes groups strictly in the order they were taken (tickets).
-// If an earlier write failed, the frame is sealed again under the index it
-// really gets, so indexes stay consecutive. l.mu is held, l.sealing set by
-// the caller; the lock is released during sealing and I/O.
+// A frame is sealed once, under one index, and written at most once: if a
+// write ahead of it failed, the log is unusable (l.fatal) and the frame is
+// dropped, never sealed again under another index (see ErrWriteFailed).
+// l.mu is held, l.sealing set by the caller; the lock is released during
+// sealing and I/O.
 func (l *Log) writePending() {
 	g, buf := l.pendGroup, l.pend
 	if n := len(l.free); n > 0 {
@@ -337,10 +358,7 @@ func (l *Log) writePending() {
 	ticket := l.tickets
 	l.tickets++
 	idx := w.frames + (ticket - l.written)
-	err := l.fatal
-	if l.closed {
-		err = ErrClosed
-	}
+	err := l.refuseWrite()
 	l.mu.Unlock()
 	if err == nil {
 		out = w.s.appendFrame(out[:0], idx, buf)
@@ -352,40 +370,34 @@ func (l *Log) writePending() {
 		l.cond.Wait()
 	}
 	if err == nil {
-		err = l.fatal
+		err = l.refuseWrite()
 	}
-	reseal := err == nil && idx != w.frames
-	if reseal {
-		// The sealer's scratch space belongs to the sealing stage.
-		for l.sealing {
-			l.cond.Wait()
-		}
-		l.sealing = true
+	if err == nil && idx != w.frames {
+		// Unreachable: every failed write makes the log unusable.
+		err = fmt.Errorf("frame sealed under index %d but the part is at %d: %w", idx, w.frames, ErrWriteFailed)
+		l.fatal = err
 	}
-	idx = w.frames
 	l.mu.Unlock()
 
+	written := false
 	if err == nil {
-		if reseal {
-			out = w.s.appendFrame(out[:0], idx, buf)
-			l.mu.Lock()
-			l.sealing = false
-			l.cond.Broadcast()
-			l.mu.Unlock()
-		}
-		err = w.write(out)
-		if err == nil && l.opts.Fsync == Always {
-			if err = l.syncFile(w.f); err != nil {
-				err = fmt.Errorf("fsync %s: %v: %w", w.name, err, ErrFsync)
+		if err = w.write(out); err == nil {
+			written = true
+			if l.opts.Fsync == Always {
+				if serr := l.syncFile(w.f); serr != nil {
+					err = fmt.Errorf("fsync %s: %v: %w: %w", w.name, serr, ErrFsync, ErrWriteFailed)
+				}
 			}
 		}
 	}
 
 	l.mu.Lock()
-	if err == nil || errors.Is(err, ErrFsync) {
+	if written {
 		w.frames++ // the frame is in the file (under always, maybe not durably)
 	}
-	if err != nil && (errors.Is(err, ErrFsync) || w.broken) {
+	if err != nil && l.fatal == nil && !l.closed {
+		// A write that failed may have put part of the frame in the file:
+		// the part takes no further frame, so no index is sealed twice.
 		l.fatal = err
 	}
 	if err == nil {
@@ -396,6 +408,18 @@ func (l *Log) writePending() {
 	l.outs = append(l.outs, out[:0])
 	g.done, g.err = true, err
 	l.cond.Broadcast()
+}
+
+// refuseWrite is the error a group taken now must fail with, if any.
+// l.mu is held.
+func (l *Log) refuseWrite() error {
+	switch {
+	case l.closed:
+		return ErrClosed
+	case l.fatal != nil:
+		return l.unusable()
+	}
+	return nil
 }
 
 func pop(free *[][]byte) []byte {
@@ -432,7 +456,10 @@ func (l *Log) exclusive(fn func() error) error {
 		l.mu.Unlock()
 		return ErrClosed
 	}
-	err := l.fatal
+	var err error
+	if l.fatal != nil {
+		err = l.unusable()
+	}
 	l.mu.Unlock()
 	if err == nil {
 		err = fn()

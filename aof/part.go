@@ -23,22 +23,21 @@ type partWriter struct {
 	s      *sealer
 	frames uint64 // frames written: the index of the next frame (guarded by Log.mu)
 	size   int64  // bytes of whole frames in the file (owned by the writing goroutine)
-	broken bool   // a failed write could not be undone
 }
 
 // write appends whole frames. A failed write may have left part of a
-// frame in the file, so the part takes no further frame.
+// frame in the file: the caller makes the log unusable, so the part
+// takes no further frame.
 func (w *partWriter) write(b []byte) error {
 	n, err := w.f.Write(b)
 	if err == nil && n < len(b) {
 		err = io.ErrShortWrite
 	}
-	if err == nil {
-		w.size += int64(n)
-		return nil
+	if err != nil {
+		return fmt.Errorf("write %s (the batch was not logged): %w: %w", w.name, ErrWriteFailed, err)
 	}
-	w.broken = true
-	return fmt.Errorf("write %s (the batch was not logged): %w", w.name, err)
+	w.size += int64(n)
+	return nil
 }
 
 func (l *Log) newHeader(kind byte, seq, gen uint64) *header {
