@@ -138,7 +138,8 @@ func (l *Log) importPart(src string, re redisEntry, open bool) (entry, error) {
 // Export decrypts the encrypted log in src into dst (absent or empty) as a
 // plain Redis 7 appendonlydir: the same part names and sequence numbers
 // and a Redis manifest, which redis-server loads. Every frame is
-// authenticated first; a torn tail fails unless opts.AllowTruncated.
+// authenticated first; a torn tail of the last incremental part is left
+// out, or fails with ErrTruncated when opts.Strict is set.
 func Export(src, dst string, keys Keys, opts Options) error {
 	if err := exportDir(src, dst, keys, opts); err != nil {
 		return fmt.Errorf("aof.Export: %w", err)
@@ -159,7 +160,7 @@ func exportDir(src, dst string, keys Keys, opts Options) error {
 	}
 	for i, p := range parts {
 		last := i == len(parts)-1
-		if err := exportPart(opts.fs(), dst, p, keys, last && opts.AllowTruncated); err != nil {
+		if err := exportPart(opts.fs(), dst, p, keys, last && !opts.Strict); err != nil {
 			return err
 		}
 	}

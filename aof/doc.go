@@ -11,10 +11,12 @@
 // the middle, cut short or replaced by one from another file without the
 // reader noticing. FORMAT.md ("AOF") specifies the bytes.
 //
-// Open recovers a directory after a crash: a torn final frame (a write cut
-// short) is cut off when Options.AllowTruncated is set, like Redis'
-// aof-load-truncated; any other damage is an error naming the file and
-// offset. Open authenticates the manifest, every part header and size, and
+// Open recovers a directory after a crash: a torn or zero-filled tail of
+// the last incremental part (a write cut short) is cut off and reported by
+// Log.Recovered, like Redis' default aof-load-truncated yes, unless
+// Options.Strict is set; any other damage (a frame that fails
+// authentication, a missing part, a closed part cut short) is an error
+// naming the file and offset. Open authenticates the manifest, every part header and size, and
 // every frame of the last incremental part; the frames of the base and the
 // closed parts are authenticated as Replay reads them (or by Check), so
 // opening costs no more than the tail. A Log holds an advisory lock on

@@ -25,7 +25,7 @@ type faultCase struct {
 
 // reopenOpts are the options of the reopen after a failed step: the
 // defaults, as after a crash.
-var reopenOpts = Options{AllowTruncated: true}
+var reopenOpts = Options{}
 
 // TestFaultEveryStep fails each durable step of each operation in turn
 // (atomicfile.FaultFS): the operation returns an error or its records are
@@ -139,7 +139,7 @@ func prepareRecords(n int) func(t *testing.T, keys Keys, dir string) []string {
 
 func faultCases() []faultCase {
 	openAppend := func(t *testing.T, keys Keys, dir string, fsys atomicfile.FS, rs []string) ([]string, []string, error) {
-		l, err := Open(dir, keys, Options{Fsync: Always, FS: fsys, AllowTruncated: true})
+		l, err := Open(dir, keys, Options{Fsync: Always, FS: fsys})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -173,7 +173,7 @@ func faultCases() []faultCase {
 			}},
 		{name: "rewrite", prepare: prepareRecords(2),
 			run: func(t *testing.T, keys Keys, dir string, fsys atomicfile.FS) ([]string, []string, error) {
-				l, err := Open(dir, keys, Options{Fsync: Always, FS: fsys, AllowTruncated: true})
+				l, err := Open(dir, keys, Options{Fsync: Always, FS: fsys})
 				if err != nil {
 					return nil, nil, err
 				}

@@ -26,7 +26,8 @@ var (
 	// authentication (tampered, copied from another file, wrong key).
 	ErrAuthentication = integrity.ErrAuthentication
 	// ErrTruncated: a part ends early. On the last incremental part this is
-	// a torn final write, which Options.AllowTruncated or Fix cut off.
+	// a torn final write, which Open, Replay and Export cut off (unless
+	// Options.Strict) and Fix cuts off.
 	ErrTruncated = integrity.ErrTruncated
 	// ErrFormat: not an encrypted AOF directory or part, or a field out of range.
 	ErrFormat = integrity.ErrFormat
@@ -84,9 +85,12 @@ func (p Policy) String() string {
 // Options configure Open and Replay.
 type Options struct {
 	Fsync Policy
-	// AllowTruncated cuts a torn final frame off the last incremental part
-	// instead of failing, like Redis' aof-load-truncated yes.
-	AllowTruncated bool
+	// Strict refuses a torn tail of the last incremental part with
+	// ErrTruncated. By default Open, Replay and Export cut it off (see
+	// Log.Recovered and Reader.Truncated), like Redis' default
+	// aof-load-truncated yes: a crash during a write leaves one. Damage of
+	// any other kind is refused either way.
+	Strict bool
 	// Name is the base name of the parts and manifest; "" is
 	// "appendonly.aof", Redis' default appendfilename.
 	Name string
@@ -149,7 +153,7 @@ type Log struct {
 	man    *manifest // current manifest; changed under exclusive + manifestMu
 
 	rewriteMu sync.Mutex
-	recovered *Damage
+	recovered *Recovery // the torn tail Open cut off, if any
 
 	lock     *os.File                    // flock'd NAME.lock, held until Close
 	syncFile func(atomicfile.File) error // test hook
@@ -157,7 +161,15 @@ type Log struct {
 	stopped  chan struct{}
 }
 
-// Damage describes a torn tail found (Check) or cut off (Open, Fix).
+// Recovery is the torn tail Open cut off the last incremental part: a
+// write a crash cut short. Every frame before Offset authenticated.
+type Recovery struct {
+	Part     string // part file name
+	Offset   int64  // where the part now ends: the end of its last whole frame
+	BytesCut int64  // bytes removed after Offset
+}
+
+// Damage describes a torn tail found (Check) or cut off (Fix).
 type Damage struct {
 	File    string // part name
 	Offset  int64  // where the valid data ends
@@ -172,8 +184,9 @@ func (d *Damage) String() string {
 // Open opens the encrypted AOF in dir, creating it (an empty base and a
 // first incremental part) if the directory is absent or empty. It checks
 // the manifest, every part's header and size, and reads the last
-// incremental part to its end, cutting a torn final frame off when
-// opts.AllowTruncated is set. Appends then go to a new incremental part,
+// incremental part to its end, cutting a torn tail off (a write a crash
+// cut short: see Recovered) unless opts.Strict is set. Appends then go to
+// a new incremental part,
 // encrypted under the keyring's active DEK version.
 func Open(dir string, keys Keys, opts Options) (*Log, error) {
 	if err := checkName(opts.name()); err != nil {
@@ -227,8 +240,14 @@ func (l *Log) load() error {
 	return l.recover()
 }
 
-// Recovered reports the torn tail Open cut off, or nil.
-func (l *Log) Recovered() *Damage { return l.recovered }
+// Recovered reports the torn tail Open cut off the last incremental part,
+// and whether there was one.
+func (l *Log) Recovered() (Recovery, bool) {
+	if l.recovered == nil {
+		return Recovery{}, false
+	}
+	return *l.recovered, true
+}
 
 // Dir returns the log's directory.
 func (l *Log) Dir() string { return l.dir }

@@ -80,7 +80,7 @@ func (l *Log) recover() error {
 	removeParts(fsys, l.dir, leftovers)
 	if last := m.last(); last != nil && !last.Closed {
 		p := parts[len(parts)-1]
-		size, frames, dmg, err := scanTail(p, l.keys, l.opts.AllowTruncated, l.plain)
+		size, frames, dmg, err := scanTail(p, l.keys, !l.opts.Strict, l.plain)
 		if err != nil {
 			return err
 		}
@@ -90,7 +90,9 @@ func (l *Log) recover() error {
 		if err := cutTail(fsys, p.path, size); err != nil {
 			return err
 		}
-		l.recovered = dmg
+		if dmg != nil {
+			l.recovered = &Recovery{Part: dmg.File, Offset: dmg.Offset, BytesCut: dmg.Dropped}
+		}
 		m.Entries[len(m.Entries)-1].Closed = true
 		m.Entries[len(m.Entries)-1].Size = size
 		m.Entries[len(m.Entries)-1].Frames = frames
@@ -120,7 +122,7 @@ func scanTail(p partFile, keys Keys, allowTorn, plain bool) (int64, uint64, *Dam
 			return fr.off, fr.index, &Damage{File: p.e.Name, Offset: fr.off, Dropped: p.size - fr.off, Err: d.err}, nil
 		}
 		if d != nil && d.torn {
-			return 0, 0, nil, fmt.Errorf("%w (a torn final write: set AllowTruncated, or run aof.Fix, to cut it off)", err)
+			return 0, 0, nil, fmt.Errorf("%w (a torn final write: open without Options.Strict, or run aof.Fix, to cut it off)", err)
 		}
 		return 0, 0, nil, err
 	}
