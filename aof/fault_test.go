@@ -137,6 +137,20 @@ func prepareRecords(n int) func(t *testing.T, keys Keys, dir string) []string {
 	}
 }
 
+// prepareTorn makes a log holding records 0..2 whose open part ends with
+// a torn frame header.
+func prepareTorn(t *testing.T, keys Keys, dir string) []string {
+	before := prepareRecords(3)(t, keys, dir)
+	m, err := loadManifest(dir, "appendonly.aof", keys)
+	require.NoError(t, err)
+	f, err := os.OpenFile(filepath.Join(dir, m.last().Name), os.O_WRONLY|os.O_APPEND, 0)
+	require.NoError(t, err)
+	_, err = f.Write([]byte{0, 0, 0})
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	return before
+}
+
 func faultCases() []faultCase {
 	openAppend := func(t *testing.T, keys Keys, dir string, fsys atomicfile.FS, rs []string) ([]string, []string, error) {
 		l, err := Open(dir, keys, Options{Fsync: Always, FS: fsys})
@@ -154,19 +168,15 @@ func faultCases() []faultCase {
 			run: func(t *testing.T, keys Keys, dir string, fsys atomicfile.FS) ([]string, []string, error) {
 				return openAppend(t, keys, dir, fsys, recs(0, 2))
 			}},
-		{name: "open recovering a torn tail", prepare: func(t *testing.T, keys Keys, dir string) []string {
-			before := prepareRecords(3)(t, keys, dir)
-			m, err := loadManifest(dir, "appendonly.aof", keys)
-			require.NoError(t, err)
-			f, err := os.OpenFile(filepath.Join(dir, m.last().Name), os.O_WRONLY|os.O_APPEND, 0)
-			require.NoError(t, err)
-			_, err = f.Write([]byte{0, 0, 0}) // a torn frame header
-			require.NoError(t, err)
-			require.NoError(t, f.Close())
-			return before
-		}, run: func(t *testing.T, keys Keys, dir string, fsys atomicfile.FS) ([]string, []string, error) {
-			return openAppend(t, keys, dir, fsys, recs(3, 5))
-		}},
+		{name: "open recovering a torn tail", prepare: prepareTorn,
+			run: func(t *testing.T, keys Keys, dir string, fsys atomicfile.FS) ([]string, []string, error) {
+				return openAppend(t, keys, dir, fsys, recs(3, 5))
+			}},
+		{name: "fix a torn tail", prepare: prepareTorn,
+			run: func(t *testing.T, keys Keys, dir string, fsys atomicfile.FS) ([]string, []string, error) {
+				_, err := Fix(dir, keys, Options{FS: fsys})
+				return nil, nil, err
+			}},
 		{name: "append always", prepare: prepareRecords(2),
 			run: func(t *testing.T, keys Keys, dir string, fsys atomicfile.FS) ([]string, []string, error) {
 				return openAppend(t, keys, dir, fsys, recs(2, 8))
