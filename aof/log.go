@@ -267,7 +267,9 @@ func (l *Log) Generation() uint64 {
 // EverySec and No, once it is written to the operating system. Concurrent
 // appends are group-committed into one frame and one write. After a failed
 // background fsync (EverySec), Append fails with ErrFsync until a later
-// fsync succeeds.
+// fsync succeeds. After a failed write (or fsync under Always), that
+// Append and every later one fail with ErrWriteFailed until the log is
+// reopened: the failed batch may be partly in the file, and Open cuts it.
 func (l *Log) Append(p []byte) error {
 	if len(p) > maxFrame {
 		return fmt.Errorf("aof.Append: batch of %d bytes exceeds %d; split it between commands", len(p), maxFrame)
