@@ -4,14 +4,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 )
 
 // Report describes a checked log.
 type Report struct {
 	Generation uint64
 	Parts      []PartInfo
-	// Damage is the torn or damaged tail of the last incremental part:
-	// found by Check, cut off by Fix.
+	// Damage is the torn tail of the last incremental part (a write a
+	// crash cut short): found by Check, cut off by Fix. Other damage is
+	// only an error.
 	Damage *Damage
 }
 
@@ -27,9 +29,9 @@ type PartInfo struct {
 }
 
 // Check authenticates everything in dir, like redis-check-aof: the
-// manifest, every part's header and every frame. Damage in the last
-// incremental part is returned in the report and as the error (fix it
-// with Fix); damage elsewhere is an error naming the file and offset.
+// manifest, every part's header and every frame. A torn tail of the last
+// incremental part is returned in the report and as the error (Fix cuts
+// it off); any other damage is an error naming the file and offset.
 func Check(dir string, keys Keys, opts Options) (*Report, error) {
 	rep, err := check(dir, keys, opts)
 	if err != nil {
@@ -68,7 +70,7 @@ func check(dir string, keys Keys, opts Options) (*Report, error) {
 		pi, err := checkPart(p, keys)
 		rep.Parts = append(rep.Parts, pi)
 		var d *damage
-		if err != nil && errors.As(err, &d) && i == len(parts)-1 && !p.e.Closed {
+		if err != nil && errors.As(err, &d) && d.torn && i == len(parts)-1 && !p.e.Closed {
 			rep.Damage = &Damage{File: p.e.Name, Offset: d.off, Dropped: p.size - d.off, Err: d.err}
 		}
 		if err != nil {
@@ -98,10 +100,13 @@ func checkPart(p partFile, keys Keys) (PartInfo, error) {
 	}
 }
 
-// Fix checks dir and, when the only damage is in the last incremental
-// part, cuts that part at the last valid frame, as redis-check-aof --fix
-// does. The report's Damage says what was dropped. Damage anywhere else is
-// left alone and returned as an error: restore from a backup.
+// Fix checks dir and, when the only damage is a torn tail of the last
+// incremental part (a write a crash cut short, or a zero-filled tail),
+// cuts that part at the end of its last whole frame, as redis-check-aof
+// --fix does. The report's Damage says what was cut. Anything else, a
+// frame of the last part that fails authentication included (tampering
+// is not a torn write), is left alone and returned as an error naming the
+// part and offset: restore from a backup.
 func Fix(dir string, keys Keys, opts Options) (*Report, error) {
 	rep, err := check(dir, keys, opts)
 	if err == nil {
@@ -111,7 +116,7 @@ func Fix(dir string, keys Keys, opts Options) (*Report, error) {
 		return rep, fmt.Errorf("aof.Fix: cannot fix: %w", err)
 	}
 	last := rep.Parts[len(rep.Parts)-1]
-	if err := cutTail(dir+"/"+last.Name, rep.Damage.Offset); err != nil {
+	if err := cutTail(opts.fs(), filepath.Join(dir, last.Name), rep.Damage.Offset); err != nil {
 		return rep, fmt.Errorf("aof.Fix: %w", err)
 	}
 	return rep, nil

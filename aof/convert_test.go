@@ -1,6 +1,7 @@
 package aof
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -79,15 +80,42 @@ func TestFixRefusesDamageBeforeTheTail(t *testing.T) {
 	require.Equal(t, before, after, "Fix must not touch damage it cannot fix")
 }
 
-func TestFixCutsDamagedTail(t *testing.T) {
+// Fix cuts only a torn tail: a frame of the open part that fails
+// authentication is tampering (or damage), not a crash, whether authentic
+// frames follow it or not. Fix refuses, names the part and offset, and
+// leaves the file as it was.
+func TestFixRefusesTamperedOpenPart(t *testing.T) {
+	f := newFixture(t)
+	for _, frame := range []int{1, 2} { // a middle frame, the last frame
+		t.Run(fmt.Sprintf("frame %d", frame), func(t *testing.T) {
+			dir := f.copyTo(t)
+			p := filepath.Join(dir, f.open)
+			offs, _ := frames(t, p)
+			edit(t, p, func(b []byte) []byte { b[offs[frame]+frameHdrSize] ^= 1; return b })
+			before, _ := os.ReadFile(p)
+			rep, err := Fix(dir, f.keys, Options{})
+			require.ErrorIs(t, err, ErrAuthentication)
+			require.ErrorContains(t, err, fmt.Sprintf("%s at offset %d", f.open, offs[frame]))
+			require.Nil(t, rep.Damage, "not a torn tail")
+			after, _ := os.ReadFile(p)
+			require.Equal(t, before, after, "Fix must not cut authentic frames")
+			_, err = Open(dir, f.keys, Options{})
+			require.ErrorIs(t, err, ErrAuthentication, "Open refuses it too")
+		})
+	}
+}
+
+// Fix cuts a torn tail of the open part and nothing else.
+func TestFixCutsTornTail(t *testing.T) {
 	f := newFixture(t)
 	dir := f.copyTo(t)
 	p := filepath.Join(dir, f.open)
 	offs, _ := frames(t, p)
-	edit(t, p, func(b []byte) []byte { b[offs[2]+frameHdrSize] ^= 1; return b })
+	require.NoError(t, os.Truncate(p, offs[2]+frameHdrSize+1))
 	rep, err := Fix(dir, f.keys, Options{})
 	require.NoError(t, err)
-	require.ErrorIs(t, rep.Damage.Err, ErrAuthentication)
+	require.ErrorIs(t, rep.Damage.Err, ErrTruncated)
 	require.Equal(t, offs[2], rep.Damage.Offset)
-	require.Equal(t, f.want[:len(f.want)-3], replayAll(t, dir, f.keys, Options{}))
+	require.Equal(t, int64(frameHdrSize+1), rep.Damage.Dropped)
+	require.Equal(t, f.want[:len(f.want)-3], replayAll(t, dir, f.keys, Options{Strict: true}))
 }

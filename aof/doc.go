@@ -11,16 +11,32 @@
 // the middle, cut short or replaced by one from another file without the
 // reader noticing. FORMAT.md ("AOF") specifies the bytes.
 //
-// Open recovers a directory after a crash: a torn final frame (a write cut
-// short) is cut off when Options.AllowTruncated is set, like Redis'
-// aof-load-truncated; any other damage is an error naming the file and
-// offset. Open authenticates the manifest, every part header and size, and
+// Open recovers a directory after a crash: a torn or zero-filled tail of
+// the last incremental part (a write cut short) is cut off and reported by
+// Log.Recovered, like Redis' default aof-load-truncated yes, unless
+// Options.Strict is set; any other damage (a frame that fails
+// authentication, a missing part, a closed part cut short) is an error
+// naming the file and offset. Open authenticates the manifest, every part header and size, and
 // every frame of the last incremental part; the frames of the base and the
 // closed parts are authenticated as Replay reads them (or by Check), so
 // opening costs no more than the tail. A Log holds an advisory lock on
 // NAME.lock: one Log per directory. Append is safe for concurrent use and group-commits: appends that
 // arrive while a write is in flight are sealed into one frame and written
 // with one system call. The fsync policies are those of Redis' appendfsync.
+//
+// A write that fails (ENOSPC, EIO, a short write) may have put part of a
+// frame in the file. The log then refuses every later Append, Sync and
+// StartRewrite with ErrWriteFailed until it is closed and reopened, as
+// Redis stops accepting writes after an AOF write error; the same holds
+// after a failed fsync under Always and a failed manifest replacement.
+// Open cuts the partial frame off and appends to a new part under a fresh
+// salt. This keeps the package's invariant:
+//
+//	No (key, nonce) is ever reused, whatever fails. Each part file has its
+//	own key (HKDF from the DEK and a fresh random salt); a frame's nonce is
+//	its index in the part; each index is sealed once and written at most
+//	once; a part takes no frame after a failed write; and a Log never
+//	appends to a part that existed when it was opened.
 //
 // Replay reads the base then the incremental parts as one plaintext byte
 // stream (the RESP commands, after an RDB preamble when the base is one);

@@ -38,12 +38,16 @@ func Example() {
 		log.Fatal(err)
 	}
 
-	// At the next start: recover, then replay into the command loop.
-	l, err = aof.Open(dir, keys, aof.Options{Fsync: aof.Always, AllowTruncated: true})
+	// At the next start: recover (a torn tail a crash left is cut off and
+	// reported by Recovered), then replay into the command loop.
+	l, err = aof.Open(dir, keys, aof.Options{Fsync: aof.Always})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer l.Close()
+	if rec, ok := l.Recovered(); ok {
+		log.Printf("cut a torn write of %d bytes off %s at offset %d", rec.BytesCut, rec.Part, rec.Offset)
+	}
 	r, err := l.Replay()
 	if err != nil {
 		log.Fatal(err)

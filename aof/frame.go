@@ -197,7 +197,7 @@ func (d *damage) Error() string {
 	if d.torn {
 		return fmt.Sprintf("%s at offset %d: %v", d.file, d.off, d.err)
 	}
-	return fmt.Sprintf("%s at offset %d: %v (restore the directory from a backup; aof.Fix can only cut the last incremental part there)", d.file, d.off, d.err)
+	return fmt.Sprintf("%s at offset %d: %v (not a torn write: the log was damaged or tampered with; restore the directory from a backup)", d.file, d.off, d.err)
 }
 func (d *damage) Unwrap() error { return d.err }
 

@@ -119,3 +119,48 @@ func TestFuzzPartIsValid(t *testing.T) {
 	}
 	require.Equal(t, "*1\r\n$4\r\nPING\r\nhelloworld!", string(got))
 }
+
+// FuzzCommandFrames: the frames of an imported part are its bytes, in
+// order, none empty; while the input is whole commands every frame ends
+// on a command boundary and holds at most importFrame bytes or one
+// command.
+func FuzzCommandFrames(f *testing.F) {
+	f.Add([]byte("*2\r\n$6\r\nSELECT\r\n$1\r\n0\r\n*3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\n1\r\n"))
+	f.Add([]byte("#TS:1700000000\r\n*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nPI"))
+	f.Add(append([]byte("*1\r\n$5000\r\n"), append(bytes.Repeat([]byte("x"), 5000), "\r\n*0\r\n"...)...))
+	f.Add([]byte("garbage"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var got [][]byte
+		err := commandFrames(bufio.NewReader(bytes.NewReader(in)), func(b []byte) error {
+			got = append(got, bytes.Clone(b))
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(bytes.Join(got, nil), in) {
+			t.Fatalf("frames do not rebuild the input")
+		}
+		for _, g := range got {
+			if len(g) == 0 {
+				t.Fatal("empty frame")
+			}
+		}
+		// Frames of whole commands: each parses as commands to its end.
+		for _, g := range got {
+			r := bufio.NewReader(bytes.NewReader(g))
+			n, cmds := 0, 0
+			for n < len(g) {
+				c, err := readCommand(r, nil)
+				if err != nil {
+					return // from here on the input is not whole commands
+				}
+				n += len(c)
+				cmds++
+			}
+			if len(g) > importFrame && cmds != 1 {
+				t.Fatalf("frame of %d bytes holds %d commands", len(g), cmds)
+			}
+		}
+	})
+}

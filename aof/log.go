@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cachecrypt/cachecrypt/internal/atomicfile"
 	"github.com/cachecrypt/cachecrypt/internal/integrity"
 )
 
@@ -25,7 +26,8 @@ var (
 	// authentication (tampered, copied from another file, wrong key).
 	ErrAuthentication = integrity.ErrAuthentication
 	// ErrTruncated: a part ends early. On the last incremental part this is
-	// a torn final write, which Options.AllowTruncated or Fix cut off.
+	// a torn final write, which Open, Replay and Export cut off (unless
+	// Options.Strict) and Fix cuts off.
 	ErrTruncated = integrity.ErrTruncated
 	// ErrFormat: not an encrypted AOF directory or part, or a field out of range.
 	ErrFormat = integrity.ErrFormat
@@ -41,8 +43,18 @@ var (
 	// ErrLocked: another Log has the directory open.
 	ErrLocked = errors.New("aof: directory in use")
 	// ErrFsync: an fsync failed; under everysec, appends are refused until
-	// a later background fsync succeeds, as Redis does.
+	// a later background fsync succeeds, as Redis does. Under always, and
+	// for the fsyncs of a part switch, it also makes the log unusable
+	// (ErrWriteFailed).
 	ErrFsync = errors.New("aof: fsync failed")
+	// ErrWriteFailed: a write to the log failed (and so may have left part
+	// of a frame in the file), or its fsync under always, or a manifest
+	// replacement. Every later Append, Sync and StartRewrite fails with it
+	// until the log is closed and reopened: Open cuts the partial frame
+	// off and continues in a new part under a fresh salt, so no (key,
+	// nonce) is ever used twice. Redis likewise stops accepting writes
+	// after an AOF write error.
+	ErrWriteFailed = errors.New("aof: a write failed; the log refuses writes until it is reopened")
 )
 
 // Policy is when appended data is fsynced: Redis' appendfsync.
@@ -73,12 +85,27 @@ func (p Policy) String() string {
 // Options configure Open and Replay.
 type Options struct {
 	Fsync Policy
-	// AllowTruncated cuts a torn final frame off the last incremental part
-	// instead of failing, like Redis' aof-load-truncated yes.
-	AllowTruncated bool
+	// Strict refuses a torn tail of the last incremental part with
+	// ErrTruncated. By default Open, Replay and Export cut it off (see
+	// Log.Recovered and Reader.Truncated), like Redis' default
+	// aof-load-truncated yes: a crash during a write leaves one. Damage of
+	// any other kind is refused either way.
+	Strict bool
 	// Name is the base name of the parts and manifest; "" is
 	// "appendonly.aof", Redis' default appendfilename.
 	Name string
+	// FS is what every durable write (part creation, writes, fsyncs,
+	// truncations, manifest replacement, renames, removals, directory
+	// fsyncs) goes through; nil is the operating system. Tests inject
+	// failures with atomicfile.FaultFS.
+	FS atomicfile.FS
+}
+
+func (o *Options) fs() atomicfile.FS {
+	if o.FS == nil {
+		return atomicfile.OS
+	}
+	return o.FS
 }
 
 func (o *Options) name() string {
@@ -126,15 +153,23 @@ type Log struct {
 	man    *manifest // current manifest; changed under exclusive + manifestMu
 
 	rewriteMu sync.Mutex
-	recovered *Damage
+	recovered *Recovery // the torn tail Open cut off, if any
 
-	lock     *os.File             // flock'd NAME.lock, held until Close
-	syncFile func(*os.File) error // test hook
+	lock     *os.File                    // flock'd NAME.lock, held until Close
+	syncFile func(atomicfile.File) error // test hook
 	stop     chan struct{}
 	stopped  chan struct{}
 }
 
-// Damage describes a torn tail found (Check) or cut off (Open, Fix).
+// Recovery is the torn tail Open cut off the last incremental part: a
+// write a crash cut short. Every frame before Offset authenticated.
+type Recovery struct {
+	Part     string // part file name
+	Offset   int64  // where the part now ends: the end of its last whole frame
+	BytesCut int64  // bytes removed after Offset
+}
+
+// Damage describes a torn tail found (Check) or cut off (Fix).
 type Damage struct {
 	File    string // part name
 	Offset  int64  // where the valid data ends
@@ -149,8 +184,9 @@ func (d *Damage) String() string {
 // Open opens the encrypted AOF in dir, creating it (an empty base and a
 // first incremental part) if the directory is absent or empty. It checks
 // the manifest, every part's header and size, and reads the last
-// incremental part to its end, cutting a torn final frame off when
-// opts.AllowTruncated is set. Appends then go to a new incremental part,
+// incremental part to its end, cutting a torn tail off (a write a crash
+// cut short: see Recovered) unless opts.Strict is set. Appends then go to
+// a new incremental part,
 // encrypted under the keyring's active DEK version.
 func Open(dir string, keys Keys, opts Options) (*Log, error) {
 	if err := checkName(opts.name()); err != nil {
@@ -167,7 +203,7 @@ func Open(dir string, keys Keys, opts Options) (*Log, error) {
 }
 
 func open(dir string, keys Keys, opts Options, plain bool) (*Log, error) {
-	l := &Log{dir: dir, keys: keys, opts: opts, plain: plain, syncFile: (*os.File).Sync}
+	l := &Log{dir: dir, keys: keys, opts: opts, plain: plain, syncFile: atomicfile.File.Sync}
 	l.cond.L = &l.mu
 	l.pendGroup = &group{}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -204,8 +240,14 @@ func (l *Log) load() error {
 	return l.recover()
 }
 
-// Recovered reports the torn tail Open cut off, or nil.
-func (l *Log) Recovered() *Damage { return l.recovered }
+// Recovered reports the torn tail Open cut off the last incremental part,
+// and whether there was one.
+func (l *Log) Recovered() (Recovery, bool) {
+	if l.recovered == nil {
+		return Recovery{}, false
+	}
+	return *l.recovered, true
+}
 
 // Dir returns the log's directory.
 func (l *Log) Dir() string { return l.dir }
@@ -225,7 +267,9 @@ func (l *Log) Generation() uint64 {
 // EverySec and No, once it is written to the operating system. Concurrent
 // appends are group-committed into one frame and one write. After a failed
 // background fsync (EverySec), Append fails with ErrFsync until a later
-// fsync succeeds.
+// fsync succeeds. After a failed write (or fsync under Always), that
+// Append and every later one fail with ErrWriteFailed until the log is
+// reopened: the failed batch may be partly in the file, and Open cuts it.
 func (l *Log) Append(p []byte) error {
 	if len(p) > maxFrame {
 		return fmt.Errorf("aof.Append: batch of %d bytes exceeds %d; split it between commands", len(p), maxFrame)
@@ -291,12 +335,21 @@ func (l *Log) canLead() bool {
 	return !l.sealing && !l.excl && l.tickets-l.written < depth
 }
 
+// unusable is the sticky error of a log after a failed write. l.mu is
+// held.
+func (l *Log) unusable() error {
+	if errors.Is(l.fatal, ErrWriteFailed) {
+		return l.fatal
+	}
+	return fmt.Errorf("%w (%w)", ErrWriteFailed, l.fatal)
+}
+
 func (l *Log) refuse() error {
 	switch {
 	case l.closed:
 		return ErrClosed
 	case l.fatal != nil:
-		return fmt.Errorf("log is unusable after an earlier failure, reopen it: %w", l.fatal)
+		return l.unusable()
 	case l.syncErr != nil:
 		return fmt.Errorf("refusing writes: the last background fsync failed (%v); retrying every second: %w", l.syncErr, ErrFsync)
 	}
@@ -308,9 +361,11 @@ func (l *Log) refuse() error {
 // one before: stage 1 (sealing, one goroutine at a time) seals the frame
 // under the index it will have once the groups ahead of it are written;
 // stage 2 writes groups strictly in the order they were taken (tickets).
-// If an earlier write failed, the frame is sealed again under the index it
-// really gets, so indexes stay consecutive. l.mu is held, l.sealing set by
-// the caller; the lock is released during sealing and I/O.
+// A frame is sealed once, under one index, and written at most once: if a
+// write ahead of it failed, the log is unusable (l.fatal) and the frame is
+// dropped, never sealed again under another index (see ErrWriteFailed).
+// l.mu is held, l.sealing set by the caller; the lock is released during
+// sealing and I/O.
 func (l *Log) writePending() {
 	g, buf := l.pendGroup, l.pend
 	if n := len(l.free); n > 0 {
@@ -324,10 +379,7 @@ func (l *Log) writePending() {
 	ticket := l.tickets
 	l.tickets++
 	idx := w.frames + (ticket - l.written)
-	err := l.fatal
-	if l.closed {
-		err = ErrClosed
-	}
+	err := l.refuseWrite()
 	l.mu.Unlock()
 	if err == nil {
 		out = w.s.appendFrame(out[:0], idx, buf)
@@ -339,40 +391,34 @@ func (l *Log) writePending() {
 		l.cond.Wait()
 	}
 	if err == nil {
-		err = l.fatal
+		err = l.refuseWrite()
 	}
-	reseal := err == nil && idx != w.frames
-	if reseal {
-		// The sealer's scratch space belongs to the sealing stage.
-		for l.sealing {
-			l.cond.Wait()
-		}
-		l.sealing = true
+	if err == nil && idx != w.frames {
+		// Unreachable: every failed write makes the log unusable.
+		err = fmt.Errorf("frame sealed under index %d but the part is at %d: %w", idx, w.frames, ErrWriteFailed)
+		l.fatal = err
 	}
-	idx = w.frames
 	l.mu.Unlock()
 
+	written := false
 	if err == nil {
-		if reseal {
-			out = w.s.appendFrame(out[:0], idx, buf)
-			l.mu.Lock()
-			l.sealing = false
-			l.cond.Broadcast()
-			l.mu.Unlock()
-		}
-		err = w.write(out)
-		if err == nil && l.opts.Fsync == Always {
-			if err = l.syncFile(w.f); err != nil {
-				err = fmt.Errorf("fsync %s: %v: %w", w.name, err, ErrFsync)
+		if err = w.write(out); err == nil {
+			written = true
+			if l.opts.Fsync == Always {
+				if serr := l.syncFile(w.f); serr != nil {
+					err = fmt.Errorf("fsync %s: %v: %w: %w", w.name, serr, ErrFsync, ErrWriteFailed)
+				}
 			}
 		}
 	}
 
 	l.mu.Lock()
-	if err == nil || errors.Is(err, ErrFsync) {
+	if written {
 		w.frames++ // the frame is in the file (under always, maybe not durably)
 	}
-	if err != nil && (errors.Is(err, ErrFsync) || w.broken) {
+	if err != nil && l.fatal == nil && !l.closed {
+		// A write that failed may have put part of the frame in the file:
+		// the part takes no further frame, so no index is sealed twice.
 		l.fatal = err
 	}
 	if err == nil {
@@ -383,6 +429,18 @@ func (l *Log) writePending() {
 	l.outs = append(l.outs, out[:0])
 	g.done, g.err = true, err
 	l.cond.Broadcast()
+}
+
+// refuseWrite is the error a group taken now must fail with, if any.
+// l.mu is held.
+func (l *Log) refuseWrite() error {
+	switch {
+	case l.closed:
+		return ErrClosed
+	case l.fatal != nil:
+		return l.unusable()
+	}
+	return nil
 }
 
 func pop(free *[][]byte) []byte {
@@ -419,7 +477,10 @@ func (l *Log) exclusive(fn func() error) error {
 		l.mu.Unlock()
 		return ErrClosed
 	}
-	err := l.fatal
+	var err error
+	if l.fatal != nil {
+		err = l.unusable()
+	}
 	l.mu.Unlock()
 	if err == nil {
 		err = fn()

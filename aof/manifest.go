@@ -351,18 +351,18 @@ func parseRedisManifest(b []byte) ([]redisEntry, error) {
 			continue
 		}
 		if len(f) != 6 || f[0] != "file" || f[2] != "seq" || f[4] != "type" || len(f[5]) != 1 {
-			return nil, fmt.Errorf("Redis manifest line %d %q: want \"file NAME seq N type T\" (quoted names and other keys are not supported): %w", i+1, line, integrity.ErrFormat)
+			return nil, fmt.Errorf("line %d of the Redis manifest %q: want \"file NAME seq N type T\" (quoted names and other keys are not supported): %w", i+1, line, integrity.ErrFormat)
 		}
 		if err := checkName(f[1]); err != nil {
-			return nil, fmt.Errorf("Redis manifest line %d: %v: %w", i+1, err, integrity.ErrFormat)
+			return nil, fmt.Errorf("line %d of the Redis manifest: %v: %w", i+1, err, integrity.ErrFormat)
 		}
 		seq, err := strconv.ParseUint(f[3], 10, 64)
 		if err != nil {
-			return nil, fmt.Errorf("Redis manifest line %d: bad seq: %w", i+1, integrity.ErrFormat)
+			return nil, fmt.Errorf("line %d of the Redis manifest: bad seq: %w", i+1, integrity.ErrFormat)
 		}
 		t := f[5][0]
 		if t != TypeBase && t != TypeIncr && t != TypeHistory {
-			return nil, fmt.Errorf("Redis manifest line %d: unknown type %q: %w", i+1, t, integrity.ErrFormat)
+			return nil, fmt.Errorf("line %d of the Redis manifest: unknown type %q: %w", i+1, t, integrity.ErrFormat)
 		}
 		es = append(es, redisEntry{Name: f[1], Seq: seq, Type: t})
 	}

@@ -15,36 +15,29 @@ import (
 	"github.com/cachecrypt/cachecrypt/internal/integrity"
 )
 
-// writeFile is (*os.File).Write; tests replace it to inject short writes.
-var writeFile = (*os.File).Write
-
 // partWriter appends frames to one part file.
 type partWriter struct {
-	f      *os.File
+	f      atomicfile.File
 	name   string
 	hdr    *header
 	s      *sealer
 	frames uint64 // frames written: the index of the next frame (guarded by Log.mu)
 	size   int64  // bytes of whole frames in the file (owned by the writing goroutine)
-	broken bool   // a failed write could not be undone
 }
 
-// write appends whole frames; a failed or short write is cut back off so
-// the file never holds a partial frame that a later frame would follow.
+// write appends whole frames. A failed write may have left part of a
+// frame in the file: the caller makes the log unusable, so the part
+// takes no further frame.
 func (w *partWriter) write(b []byte) error {
-	n, err := writeFile(w.f, b)
-	if err == nil {
-		w.size += int64(n)
-		return nil
+	n, err := w.f.Write(b)
+	if err == nil && n < len(b) {
+		err = io.ErrShortWrite
 	}
-	if terr := w.f.Truncate(w.size); terr != nil {
-		w.broken = true
-		return fmt.Errorf("write %s: %v; cutting the partial frame off failed too: %v", w.name, err, terr)
+	if err != nil {
+		return fmt.Errorf("write %s (the batch was not logged): %w: %w", w.name, ErrWriteFailed, err)
 	}
-	if _, serr := w.f.Seek(w.size, io.SeekStart); serr != nil {
-		w.broken = true
-	}
-	return fmt.Errorf("write %s (the batch was not logged): %w", w.name, err)
+	w.size += int64(n)
+	return nil
 }
 
 func (l *Log) newHeader(kind byte, seq, gen uint64) *header {
@@ -66,9 +59,10 @@ func (l *Log) createIncr(seq, gen uint64) (*partWriter, entry, error) {
 	if err != nil {
 		return nil, entry{}, err
 	}
-	f, err := os.OpenFile(l.path(name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	fsys := l.opts.fs()
+	f, err := fsys.CreateExcl(l.path(name), 0o600)
 	if err != nil {
-		return nil, entry{}, err
+		return nil, entry{}, fmt.Errorf("create %s: %w", name, err)
 	}
 	hb := h.marshal()
 	if _, err = f.Write(hb); err == nil {
@@ -76,7 +70,7 @@ func (l *Log) createIncr(seq, gen uint64) (*partWriter, entry, error) {
 	}
 	if err != nil {
 		f.Close()
-		os.Remove(l.path(name))
+		fsys.Remove(l.path(name))
 		return nil, entry{}, fmt.Errorf("create %s: %w", name, err)
 	}
 	w := &partWriter{f: f, name: name, hdr: h, s: s, size: int64(len(hb))}
@@ -84,11 +78,11 @@ func (l *Log) createIncr(seq, gen uint64) (*partWriter, entry, error) {
 }
 
 // writeManifest replaces the manifest atomically.
-func writeManifest(dir, name string, m *manifest, keys Keys) error {
+func writeManifest(fsys atomicfile.FS, dir, name string, m *manifest, keys Keys) error {
 	if err := m.seal(keys); err != nil {
 		return err
 	}
-	return atomicfile.WriteFile(atomicfile.OS, filepath.Join(dir, name+".manifest"), m.marshal(), 0o600)
+	return atomicfile.WriteFile(fsys, filepath.Join(dir, name+".manifest"), m.marshal(), 0o600)
 }
 
 func loadManifest(dir, name string, keys Keys) (*manifest, error) {

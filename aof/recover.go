@@ -5,13 +5,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/cachecrypt/cachecrypt/internal/atomicfile"
 )
 
 // create starts an empty log: generation 1, an empty base, incremental 1.
 func (l *Log) create() error {
-	if _, err := atomicfile.RemoveTemps(l.dir); err != nil {
+	fsys := l.opts.fs()
+	if err := removeTemps(fsys, l.dir); err != nil {
 		return err
 	}
 	ents, err := os.ReadDir(l.dir)
@@ -32,7 +34,7 @@ func (l *Log) create() error {
 		}
 		return fmt.Errorf("%s holds %s but no manifest %s.manifest: %w; restore the manifest, or Import a plain Redis directory", l.dir, d.Name(), l.opts.name(), ErrMissingPart)
 	}
-	removeParts(l.dir, stale)
+	removeParts(fsys, l.dir, stale)
 	m := &manifest{DiskID: l.keys.DiskID(), Generation: 1}
 	bw, err := l.newBase(BaseAOF, 1, 1)
 	if err != nil {
@@ -47,10 +49,13 @@ func (l *Log) create() error {
 		return err
 	}
 	m.Entries = []entry{be, ie}
-	if err := atomicfile.OS.SyncDir(l.dir); err == nil {
-		err = writeManifest(l.dir, l.opts.name(), m, l.keys)
+	err = fsys.SyncDir(l.dir)
+	if err == nil {
+		err = writeManifest(fsys, l.dir, l.opts.name(), m, l.keys)
 	}
 	if err != nil {
+		// The parts hold only headers: the next Open removes them, with
+		// the manifest if it was written.
 		w.f.Close()
 		return err
 	}
@@ -61,7 +66,8 @@ func (l *Log) create() error {
 // recover checks the directory, scans the last incremental part to its end
 // (cutting a torn tail when allowed) and starts a new incremental part.
 func (l *Log) recover() error {
-	if _, err := atomicfile.RemoveTemps(l.dir); err != nil {
+	fsys := l.opts.fs()
+	if err := removeTemps(fsys, l.dir); err != nil {
 		return err
 	}
 	m, parts, leftovers, err := inspect(l.dir, l.opts.name(), l.keys)
@@ -71,20 +77,22 @@ func (l *Log) recover() error {
 	l.man = m
 	// Unlisted parts are leftovers of a crash between creating a part and
 	// committing the manifest that lists it (inspect ruled out a rollback).
-	removeParts(l.dir, leftovers)
+	removeParts(fsys, l.dir, leftovers)
 	if last := m.last(); last != nil && !last.Closed {
 		p := parts[len(parts)-1]
-		size, frames, dmg, err := scanTail(p, l.keys, l.opts.AllowTruncated, l.plain)
+		size, frames, dmg, err := scanTail(p, l.keys, !l.opts.Strict, l.plain)
 		if err != nil {
 			return err
 		}
 		// cutTail also fsyncs: the manifest is about to record this size
 		// as final, so the bytes must be durable first (the last process
 		// may have died with them only in the page cache).
-		if err := cutTail(p.path, size); err != nil {
+		if err := cutTail(fsys, p.path, size); err != nil {
 			return err
 		}
-		l.recovered = dmg
+		if dmg != nil {
+			l.recovered = &Recovery{Part: dmg.File, Offset: dmg.Offset, BytesCut: dmg.Dropped}
+		}
 		m.Entries[len(m.Entries)-1].Closed = true
 		m.Entries[len(m.Entries)-1].Size = size
 		m.Entries[len(m.Entries)-1].Frames = frames
@@ -114,7 +122,7 @@ func scanTail(p partFile, keys Keys, allowTorn, plain bool) (int64, uint64, *Dam
 			return fr.off, fr.index, &Damage{File: p.e.Name, Offset: fr.off, Dropped: p.size - fr.off, Err: d.err}, nil
 		}
 		if d != nil && d.torn {
-			return 0, 0, nil, fmt.Errorf("%w (a torn final write: set AllowTruncated, or run aof.Fix, to cut it off)", err)
+			return 0, 0, nil, fmt.Errorf("%w (a torn final write: open without Options.Strict, or run aof.Fix, to cut it off)", err)
 		}
 		return 0, 0, nil, err
 	}
@@ -122,22 +130,26 @@ func scanTail(p partFile, keys Keys, allowTorn, plain bool) (int64, uint64, *Dam
 
 // cutTail truncates path to size (a no-op when it is that size) and
 // fsyncs it.
-func cutTail(path string, size int64) error {
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+func cutTail(fsys atomicfile.FS, path string, size int64) error {
+	if st, err := os.Stat(path); err != nil || st.Size() != size {
+		if err := fsys.Truncate(path, size); err != nil {
+			return err
+		}
+	}
+	f, err := fsys.OpenFile(path, os.O_WRONLY, 0)
 	if err != nil {
 		return err
 	}
-	if st, serr := f.Stat(); serr != nil || st.Size() != size {
-		err = f.Truncate(size)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
+	err = f.Sync()
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	return err
 }
+
+// errManifest marks a failed manifest replacement: whether the old or the
+// new manifest is on disk is unknown, so the Log must not go on.
+var errManifest = errors.New("writing the manifest failed")
 
 // startIncr makes m (whose last incremental part, if any, is closed) the
 // manifest of a new generation that adds a fresh incremental part, and
@@ -157,19 +169,26 @@ func (l *Log) startIncr(m *manifest, old *partWriter) error {
 		return err
 	}
 	m.Entries = append(m.Entries, e)
+	fsys := l.opts.fs()
 	if old != nil {
-		err = old.f.Sync()
+		if err = l.syncFile(old.f); err != nil {
+			err = fmt.Errorf("fsync %s: %v: %w", old.name, err, ErrFsync)
+		}
 	}
 	if err == nil {
-		err = atomicfile.OS.SyncDir(l.dir)
-	}
-	if err == nil {
-		err = writeManifest(l.dir, l.opts.name(), m, l.keys)
+		err = fsys.SyncDir(l.dir)
 	}
 	if err != nil {
 		w.f.Close()
-		os.Remove(w.f.Name())
+		fsys.Remove(l.path(w.name))
 		return err
+	}
+	if err := writeManifest(fsys, l.dir, l.opts.name(), m, l.keys); err != nil {
+		// The new manifest may be in place (a failed directory fsync
+		// comes after the rename), listing the new part: keep it. The
+		// caller stops using this Log; the next Open sorts it out.
+		w.f.Close()
+		return fmt.Errorf("%w: %w", errManifest, err)
 	}
 	l.fileMu.Lock()
 	l.cur, l.man = w, m
@@ -180,9 +199,28 @@ func (l *Log) startIncr(m *manifest, old *partWriter) error {
 	return nil
 }
 
-func removeParts(dir string, names []string) {
+// removeParts deletes parts no manifest lists any more, best effort: a
+// part left behind is removed by the next Open.
+func removeParts(fsys atomicfile.FS, dir string, names []string) {
 	for _, n := range names {
-		os.Remove(dir + string(os.PathSeparator) + n)
+		fsys.Remove(filepath.Join(dir, n))
 	}
-	atomicfile.OS.SyncDir(dir)
+	fsys.SyncDir(dir)
+}
+
+// removeTemps deletes the temporary files (an unfinished manifest or base)
+// a crash left in dir.
+func removeTemps(fsys atomicfile.FS, dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if e.Type().IsRegular() && atomicfile.IsTemp(e.Name()) {
+			if err := fsys.Remove(filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -28,15 +28,16 @@ type Reader struct {
 	torn *Damage
 }
 
-// Replay opens the log in dir for reading only. With opts.AllowTruncated
-// a torn final frame ends the stream (see Truncated) instead of failing.
+// Replay opens the log in dir for reading only. A torn tail of the last
+// incremental part ends the stream (see Truncated), or fails with
+// ErrTruncated when opts.Strict is set.
 // To read a log another goroutine is appending to, use Log.Replay.
 func Replay(dir string, keys Keys, opts Options) (*Reader, error) {
 	_, parts, _, err := inspect(dir, opts.name(), keys)
 	if err != nil {
 		return nil, fmt.Errorf("aof.Replay: %w", err)
 	}
-	r, err := newReader(parts, nil, keys, opts.AllowTruncated, false)
+	r, err := newReader(parts, nil, keys, !opts.Strict, false)
 	if err != nil {
 		return nil, fmt.Errorf("aof.Replay: %w", err)
 	}

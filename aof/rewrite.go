@@ -3,8 +3,6 @@ package aof
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 
 	"github.com/cachecrypt/cachecrypt/internal/atomicfile"
 )
@@ -46,7 +44,7 @@ func (l *Log) newBase(f BaseFormat, seq, gen uint64) (*baseWriter, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := atomicfile.Create(atomicfile.OS, l.path(name), 0o600)
+	p, err := atomicfile.Create(l.opts.fs(), l.path(name), 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +139,13 @@ func (l *Log) closeAndStartIncr() error {
 	m := l.man.clone()
 	last := &m.Entries[len(m.Entries)-1]
 	last.Closed, last.Size, last.Frames = true, l.cur.size, l.cur.frames
-	return l.startIncr(m, l.cur)
+	err := l.startIncr(m, l.cur)
+	if errors.Is(err, errManifest) || errors.Is(err, ErrFsync) {
+		l.mu.Lock()
+		l.fatal = err
+		l.mu.Unlock()
+	}
+	return err
 }
 
 // Write adds snapshot bytes to the new base.
@@ -175,14 +179,18 @@ func (r *Rewrite) Commit() error {
 		}
 	}
 	m.Entries = entries
-	if err := writeManifest(l.dir, l.opts.name(), m, l.keys); err != nil {
-		os.Remove(filepath.Join(l.dir, be.Name))
+	fsys := l.opts.fs()
+	if err := writeManifest(fsys, l.dir, l.opts.name(), m, l.keys); err != nil {
+		// The new manifest may be in place (a failed directory fsync
+		// comes after the rename), so the new base stays; the old parts
+		// stay too. Both manifests list the open part, so appends go on;
+		// the next Open removes whichever parts its manifest does not list.
 		return fmt.Errorf("aof.Rewrite.Commit: %w", err)
 	}
 	l.fileMu.Lock()
 	l.man = m
 	l.fileMu.Unlock()
-	removeParts(l.dir, old)
+	removeParts(fsys, l.dir, old)
 	return nil
 }
 

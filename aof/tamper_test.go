@@ -92,12 +92,11 @@ func edit(t *testing.T, path string, fn func(b []byte) []byte) {
 func TestTamper(t *testing.T) {
 	f := newFixture(t)
 	type tc struct {
-		name string
-		do   func(t *testing.T, dir string)
-		want error // nil: undetectable by design (see FORMAT.md)
-		// for want == nil or AllowTruncated cases: the expected plaintext
-		allowTrunc bool
-		got        []byte
+		name   string
+		do     func(t *testing.T, dir string)
+		want   error  // nil: undetectable by design (see FORMAT.md)
+		strict bool   // Options.Strict: refuse a torn tail
+		got    []byte // for want == nil: the expected plaintext
 	}
 	flipIn := func(part string, frame int, at int64) func(*testing.T, string) {
 		return func(t *testing.T, dir string) {
@@ -121,9 +120,9 @@ func TestTamper(t *testing.T) {
 		}, want: ErrAuthentication},
 		{name: "bit flipped in closed incr frame", do: flipIn(f.closed, 1, frameHdrSize+1), want: ErrAuthentication},
 		{name: "bit flipped in open incr middle frame", do: flipIn(f.open, 1, frameHdrSize), want: ErrAuthentication},
-		{name: "bit flipped in open incr middle frame, truncation allowed", do: flipIn(f.open, 1, frameHdrSize), want: ErrAuthentication, allowTrunc: true},
+		{name: "bit flipped in open incr middle frame, strict", do: flipIn(f.open, 1, frameHdrSize), want: ErrAuthentication, strict: true},
 		{name: "bit flipped in frame length", do: flipIn(f.closed, 0, 3), want: ErrAuthentication},
-		{name: "bit flipped in last frame length of open part", do: flipIn(f.open, 2, 2), want: ErrAuthentication, allowTrunc: true},
+		{name: "bit flipped in last frame length of open part", do: flipIn(f.open, 2, 2), want: ErrAuthentication},
 		{name: "bit flipped in header salt", do: func(t *testing.T, dir string) {
 			edit(t, filepath.Join(dir, f.closed), func(b []byte) []byte { b[20] ^= 1; return b })
 		}, want: ErrAuthentication},
@@ -170,14 +169,18 @@ func TestTamper(t *testing.T) {
 		{name: "bytes appended to closed incr", do: func(t *testing.T, dir string) {
 			edit(t, filepath.Join(dir, f.closed), func(b []byte) []byte { return append(b, 0, 0, 0, 0) })
 		}, want: ErrAuthentication},
-		{name: "torn final frame of open incr", do: cut(f.open, 2, 10), want: ErrTruncated},
-		{name: "torn final frame of open incr, truncation allowed", do: cut(f.open, 2, 10), allowTrunc: true,
-			got: bytes.Clone(f.want[:len(f.want)-3])},
-		{name: "torn final frame header of open incr, truncation allowed", do: cut(f.open, 2, 3), allowTrunc: true,
-			got: bytes.Clone(f.want[:len(f.want)-3])},
-		{name: "zero-filled tail of open incr, truncation allowed", do: func(t *testing.T, dir string) {
+		{name: "torn final frame of open incr, strict", do: cut(f.open, 2, 10), want: ErrTruncated, strict: true},
+		{name: "torn final frame header of open incr, strict", do: cut(f.open, 2, 3), want: ErrTruncated, strict: true},
+		{name: "zero-filled tail of open incr, strict", do: func(t *testing.T, dir string) {
 			edit(t, filepath.Join(dir, f.open), func(b []byte) []byte { return append(b, make([]byte, 100)...) })
-		}, allowTrunc: true, got: f.want},
+		}, want: ErrTruncated, strict: true},
+		{name: "torn final frame of open incr, cut by default", do: cut(f.open, 2, 10),
+			got: bytes.Clone(f.want[:len(f.want)-3])},
+		{name: "torn final frame header of open incr, cut by default", do: cut(f.open, 2, 3),
+			got: bytes.Clone(f.want[:len(f.want)-3])},
+		{name: "zero-filled tail of open incr, cut by default", do: func(t *testing.T, dir string) {
+			edit(t, filepath.Join(dir, f.open), func(b []byte) []byte { return append(b, make([]byte, 100)...) })
+		}, got: f.want},
 		{name: "open incr cut between frames: undetectable without external state", do: cut(f.open, 2, 0),
 			got: bytes.Clone(f.want[:len(f.want)-3])},
 		{name: "frames swapped within a part", do: func(t *testing.T, dir string) {
@@ -200,7 +203,7 @@ func TestTamper(t *testing.T) {
 			offs, b := frames(t, p)
 			out := append(bytes.Clone(b[:offs[2]]), b[offs[1]:offs[2]]...)
 			require.NoError(t, os.WriteFile(p, out, 0o600))
-		}, want: ErrAuthentication, allowTrunc: true},
+		}, want: ErrAuthentication},
 		{name: "part swapped for another", do: func(t *testing.T, dir string) {
 			b, _ := os.ReadFile(filepath.Join(dir, f.closed))
 			require.NoError(t, os.WriteFile(filepath.Join(dir, f.open), b, 0o600))
@@ -222,7 +225,7 @@ func TestTamper(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			dir := f.copyTo(t)
 			c.do(t, dir)
-			opts := Options{AllowTruncated: c.allowTrunc}
+			opts := Options{Strict: c.strict}
 			r, err := Replay(dir, f.keys, opts)
 			var got []byte
 			if err == nil {

@@ -22,7 +22,7 @@ func (a *app) addDataCommands(root *cobra.Command) {
 
 func (a *app) decryptCommand() *cobra.Command {
 	var out string
-	var allowTruncated bool
+	var strict bool
 	c := &cobra.Command{
 		Use:   "decrypt FILE|AOFDIR [-o OUT]",
 		Short: "Decrypt an encrypted RDB snapshot (to a file or stdout) or AOF directory",
@@ -33,7 +33,8 @@ authenticated: damage leaves no partial plaintext behind and exits with 2.
 
 An encrypted AOF directory is decrypted into the plain Redis 7 appendonlydir
 OUT (absent or empty), with a Redis manifest: redis-server loads it as is.
---allow-truncated drops a torn final frame, like aof-load-truncated.`,
+A torn final frame (a write a crash cut short) is left out, like Redis'
+default aof-load-truncated yes; --strict refuses it instead.`,
 		Example: `  cachecrypt decrypt /var/lib/cache/persistence/dump.rdb -o /tmp/dump.rdb
   cachecrypt decrypt /var/lib/cache/persistence/dump.rdb | redis-check-rdb /dev/stdin
   cachecrypt decrypt /var/lib/cache/persistence/appendonlydir -o /tmp/appendonlydir`,
@@ -60,7 +61,7 @@ OUT (absent or empty), with a Redis manifest: redis-server loads it as is.
 					return err
 				}
 				defer kr.Close()
-				if err := aof.Export(dir, out, kr, aof.Options{Name: name, AllowTruncated: allowTruncated}); err != nil {
+				if err := aof.Export(dir, out, kr, aof.Options{Name: name, Strict: strict}); err != nil {
 					return fmt.Errorf("decrypt %s: %w", dir, err)
 				}
 				return a.done(newRecord().add("decrypted", dir).add("to", out))
@@ -73,7 +74,7 @@ OUT (absent or empty), with a Redis manifest: redis-server loads it as is.
 		},
 	}
 	c.Flags().StringVarP(&out, "output", "o", "", "where to write the plaintext: a file (replaced atomically), a directory for an AOF, or - for stdout")
-	c.Flags().BoolVar(&allowTruncated, "allow-truncated", false, "AOF: drop a torn final frame instead of failing")
+	c.Flags().BoolVar(&strict, "strict", false, "AOF: refuse a torn final frame instead of leaving it out")
 	return c
 }
 

@@ -145,7 +145,7 @@ type encryptedSink struct{ log *cachecrypt.AOF }
 // a torn final write as Redis' aof-load-truncated does, and returns it with
 // a reader of everything it holds.
 func openEncrypted(inst *cachecrypt.Instance, p aof.Policy) (*encryptedSink, io.ReadCloser, error) {
-	l, err := inst.OpenAOF(aof.Options{Fsync: p, AllowTruncated: true})
+	l, err := inst.OpenAOF(aof.Options{Fsync: p})
 	if err != nil {
 		return nil, nil, err
 	}

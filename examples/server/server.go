@@ -95,8 +95,8 @@ func (s *Server) openAOF(disk string) (sink, error) {
 		return nil, err
 	}
 	defer r.Close()
-	if d := es.log.Recovered(); d != nil {
-		s.cfg.Logger.Warn("AOF ends with a torn write: cut off", "damage", d.String())
+	if rec, ok := es.log.Recovered(); ok {
+		s.cfg.Logger.Warn("AOF ends with a torn write: cut off", "part", rec.Part, "offset", rec.Offset, "bytes_cut", rec.BytesCut)
 	}
 	torn, err := s.replay(r)
 	if err == nil && torn > 0 { // frames hold whole batches of commands

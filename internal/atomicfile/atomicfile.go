@@ -30,6 +30,12 @@ type File interface {
 type FS interface {
 	// CreateExcl creates name, failing if it exists.
 	CreateExcl(name string, perm os.FileMode) (File, error)
+	// OpenFile opens name with the flags of os.OpenFile, for writers that
+	// append to or fsync an existing file.
+	OpenFile(name string, flag int, perm os.FileMode) (File, error)
+	// Truncate changes the size of name, as os.Truncate; it is durable once
+	// the file is fsynced.
+	Truncate(name string, size int64) error
 	// Rename atomically replaces newname with oldname.
 	Rename(oldname, newname string) error
 	// Remove deletes name.
@@ -46,8 +52,12 @@ type osFS struct{}
 func (osFS) CreateExcl(name string, perm os.FileMode) (File, error) {
 	return os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 }
-func (osFS) Rename(oldname, newname string) error { return os.Rename(oldname, newname) }
-func (osFS) Remove(name string) error             { return os.Remove(name) }
+func (osFS) OpenFile(name string, flag int, perm os.FileMode) (File, error) {
+	return os.OpenFile(name, flag, perm)
+}
+func (osFS) Truncate(name string, size int64) error { return os.Truncate(name, size) }
+func (osFS) Rename(oldname, newname string) error   { return os.Rename(oldname, newname) }
+func (osFS) Remove(name string) error               { return os.Remove(name) }
 func (osFS) SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {

@@ -9,8 +9,9 @@ import (
 // ErrInjected is the error a FaultFS returns at its chosen step.
 var ErrInjected = errors.New("atomicfile: injected fault")
 
-// FaultFS wraps an FS and fails the Nth mutating step (create, write, sync,
-// close, rename, remove, directory sync), counting from 1. With FailAt 0 it
+// FaultFS wraps an FS and fails the Nth mutating step (create, open for
+// writing, write, truncate, sync, close, rename, remove, directory sync),
+// counting from 1. With FailAt 0 it
 // only counts, so a test can learn how many steps an operation takes and then
 // fail each one in turn. Remove is counted but never failed, like the
 // best-effort cleanups that call it.
@@ -49,6 +50,26 @@ func (f *FaultFS) CreateExcl(name string, perm os.FileMode) (File, error) {
 		return nil, err
 	}
 	return &faultFile{fs: f, f: inner}, nil
+}
+
+// OpenFile implements FS.
+func (f *FaultFS) OpenFile(name string, flag int, perm os.FileMode) (File, error) {
+	if err := f.step(); err != nil {
+		return nil, err
+	}
+	inner, err := f.Inner.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return &faultFile{fs: f, f: inner}, nil
+}
+
+// Truncate implements FS.
+func (f *FaultFS) Truncate(name string, size int64) error {
+	if err := f.step(); err != nil {
+		return err
+	}
+	return f.Inner.Truncate(name, size)
 }
 
 // Rename implements FS.
