@@ -3,7 +3,11 @@ package cachecrypt
 import (
 	"context"
 	"fmt"
+	"github.com/cachecrypt/cachecrypt/rdb"
 	"io"
+	"os"
+	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cachecrypt/cachecrypt/internal/atomicfile"
@@ -84,4 +88,59 @@ func countSteps(t *testing.T, other kek.KEK, op func(*Instance) error) int {
 // writeBody returns a SaveSnapshot writer of snapshotBody(n).
 func writeBody(n int64) func(w io.Writer) error {
 	return func(w io.Writer) error { _, err := w.Write(snapshotBody(n)); return err }
+}
+
+// syncCounter counts fsyncs (of files and of directories) through an FS.
+type syncCounter struct {
+	atomicfile.FS
+	syncs atomic.Int64
+}
+
+type countedFile struct {
+	atomicfile.File
+	c *syncCounter
+}
+
+func (f countedFile) Sync() error { f.c.syncs.Add(1); return f.File.Sync() }
+
+func (c *syncCounter) CreateExcl(name string, perm os.FileMode) (atomicfile.File, error) {
+	f, err := c.FS.CreateExcl(name, perm)
+	if err != nil {
+		return nil, err
+	}
+	return countedFile{f, c}, nil
+}
+
+func (c *syncCounter) OpenFile(name string, flag int, perm os.FileMode) (atomicfile.File, error) {
+	f, err := c.FS.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return countedFile{f, c}, nil
+}
+
+func (c *syncCounter) SyncDir(dir string) error { c.syncs.Add(1); return c.FS.SyncDir(dir) }
+
+// TestSnapshotPaysOneExtraFsync: recording a snapshot in the state record
+// costs one fsync on top of the snapshot's own (file and directory), as
+// measured against rdb.Create and Commit through the same FS.
+func TestSnapshotPaysOneExtraFsync(t *testing.T) {
+	fsys := &syncCounter{FS: atomicfile.OS}
+	cfg := noProbe(Config{})
+	cfg.fs = fsys
+	i := open(t, t.TempDir(), cfg)
+	require.NoError(t, i.SaveSnapshot(writeBody(1))) // both state slots exist from here on
+	require.NoError(t, i.SaveSnapshot(writeBody(2)))
+
+	keys, _ := i.Keyring(DiskPersistence)
+	before := fsys.syncs.Load()
+	w, err := rdb.Create(filepath.Join(t.TempDir(), "dump.rdb"), keys, rdb.Options{FS: fsys})
+	require.NoError(t, err)
+	require.NoError(t, writeBody(3)(w))
+	require.NoError(t, w.Commit())
+	plain := fsys.syncs.Load() - before
+
+	before = fsys.syncs.Load()
+	require.NoError(t, i.SaveSnapshot(writeBody(4)))
+	require.Equal(t, plain+1, fsys.syncs.Load()-before, "a snapshot costs %d fsyncs alone", plain)
 }

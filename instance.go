@@ -60,6 +60,7 @@ type Instance struct {
 	failedClosed error // non-nil while the instance has failed closed
 	closed       bool
 	handles      map[failer]struct{} // readers handed out, failed with the instance
+	aofRecovered string              // what OpenAOF cut off after a crash, for Status
 
 	stop chan struct{}
 	done sync.WaitGroup

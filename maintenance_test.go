@@ -219,3 +219,42 @@ func inUseNow(i *Instance, disk string) ([]uint32, error) {
 	defer i.leases.mu.Unlock()
 	return i.inUse(disk)
 }
+
+// TestTornAOFTailCutAndReported is issue 15 item 4 through the instance: a
+// torn last write (a crash inside a frame) no longer stops OpenAOF; the
+// cut is reported as an event and in Status, and every whole record stays.
+func TestTornAOFTailCutAndReported(t *testing.T) {
+	dir := t.TempDir()
+	i := open(t, dir, noProbe(Config{}))
+	log, err := i.OpenAOF(aof.Options{Fsync: aof.Always})
+	require.NoError(t, err)
+	require.NoError(t, log.Append([]byte("SET a 1\n")))
+	require.NoError(t, log.Append([]byte("SET b 2\n")))
+	require.NoError(t, log.Close())
+	require.NoError(t, i.Close())
+	parts, err := filepath.Glob(filepath.Join(dir, DiskPersistence, AOFDir, "*.incr.aof"))
+	require.NoError(t, err)
+	slices.Sort(parts)
+	last := parts[len(parts)-1]
+	st, err := os.Stat(last)
+	require.NoError(t, err)
+	require.NoError(t, os.Truncate(last, st.Size()-5)) // the second frame, cut short
+
+	var recovered []Event
+	cfg := noProbe(Config{OnEvent: func(e Event) {
+		if e.Kind == EventRecover {
+			recovered = append(recovered, e)
+		}
+	}})
+	again := open(t, dir, cfg)
+	log, err = again.OpenAOF(aof.Options{})
+	require.NoError(t, err, "a torn tail opens by default, as Redis' aof-load-truncated yes")
+	defer log.Close()
+	require.Equal(t, "SET a 1\n", replayAll(t, log))
+	rec, ok := log.Recovered()
+	require.True(t, ok)
+	require.Equal(t, filepath.Base(last), filepath.Base(rec.Part))
+	require.Len(t, recovered, 1)
+	require.Contains(t, recovered[0].Detail, filepath.Base(last))
+	require.Contains(t, again.Status()[0].Recovered, "torn")
+}

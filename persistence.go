@@ -51,6 +51,9 @@ func (i *Instance) OpenAOF(opts aof.Options) (*AOF, error) {
 		l.Close()
 		return nil, fmt.Errorf("cachecrypt.OpenAOF: %w", err)
 	}
+	if rec, ok := l.Recovered(); ok {
+		i.noteRecovery(rec)
+	}
 	a := &AOF{log: l, inst: i}
 	i.aofMu.Lock()
 	i.aof = l
@@ -121,9 +124,9 @@ func (a *AOF) Dir() string { return a.log.Dir() }
 // Generation returns the manifest's generation. See aof.Log.Generation.
 func (a *AOF) Generation() uint64 { return a.log.Generation() }
 
-// Recovered returns the torn tail Open cut off, or nil. See
-// aof.Log.Recovered.
-func (a *AOF) Recovered() *aof.Damage { return a.log.Recovered() }
+// Recovered reports the torn tail OpenAOF cut off after a crash, if any.
+// See aof.Log.Recovered.
+func (a *AOF) Recovered() (aof.Recovery, bool) { return a.log.Recovered() }
 
 // Close closes the log. See aof.Log.Close.
 func (a *AOF) Close() error {
@@ -278,4 +281,15 @@ type snapshotDest struct{ i *Instance }
 
 func (d snapshotDest) Put(_ context.Context, s *export.Stream) error {
 	return d.i.saveSnapshot(func(w io.Writer) error { _, err := io.Copy(w, s); return err }, nil)
+}
+
+// noteRecovery reports a torn AOF tail cut off on open, as Redis logs one
+// under aof-load-truncated: an event now, and in Status until Close.
+func (i *Instance) noteRecovery(rec aof.Recovery) {
+	detail := fmt.Sprintf("the AOF's last write was torn by a crash: cut %d bytes at offset %d of %s (only writes never acknowledged under fsync always)",
+		rec.BytesCut, rec.Offset, rec.Part)
+	i.mu.Lock()
+	i.aofRecovered = detail
+	i.mu.Unlock()
+	i.emit(Event{Kind: EventRecover, Disk: DiskPersistence, Detail: detail})
 }

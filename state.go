@@ -14,6 +14,7 @@ import (
 
 	"github.com/cachecrypt/cachecrypt/aof"
 	"github.com/cachecrypt/cachecrypt/dek"
+	"github.com/cachecrypt/cachecrypt/internal/atomicfile"
 	"github.com/cachecrypt/cachecrypt/internal/stream"
 	"github.com/cachecrypt/cachecrypt/kek"
 )
@@ -24,6 +25,10 @@ import (
 // you restored on purpose, remove the state record the error names; the
 // next Open records what is on disk.
 var ErrRollback = errors.New("cachecrypt: data older than the last committed state")
+
+// errOtherInstance: a state record that authenticates but belongs to
+// another instance.
+var errOtherInstance = errors.New("another instance's state record")
 
 // The state record lives beside the platform key, outside the data. It is
 // two slots written in turn (one fsync per update; a torn write spoils one
@@ -58,6 +63,7 @@ type keyringState struct {
 
 // stateStore reads and writes an instance's state record.
 type stateStore struct {
+	fs   atomicfile.FS
 	mu   sync.Mutex
 	base string // path prefix of the slots: BASE-0, BASE-1
 	id   string
@@ -71,11 +77,13 @@ func (s *stateStore) slot(n uint64) string { return fmt.Sprintf("%s-%d", s.base,
 // load reads the newest intact slot. No slot at all is a first open.
 func (s *stateStore) load(ctx context.Context) error {
 	var errs []error
+	found := 0
 	for n := range uint64(stateSlots) {
 		b, err := os.ReadFile(s.slot(n))
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
+		found++
 		st, err := s.open(ctx, b, err)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", s.slot(n), err))
@@ -84,6 +92,9 @@ func (s *stateStore) load(ctx context.Context) error {
 		if !s.have || st.Seq > s.cur.Seq {
 			s.cur, s.have = st, true
 		}
+	}
+	if !s.have && found == 1 && !errors.Is(errs[0], errOtherInstance) {
+		return nil // the first write of the record was torn by a crash: nothing was recorded yet
 	}
 	if !s.have && len(errs) > 0 {
 		return fmt.Errorf("%w: the state record is unreadable (%w); if you restored this instance on purpose, remove %s-* and open it again",
@@ -109,7 +120,7 @@ func (s *stateStore) open(ctx context.Context, b []byte, err error) (state, erro
 		err = json.Unmarshal(plain[len(stateLabel):], &st)
 	}
 	if err == nil && st.Instance != s.id {
-		err = fmt.Errorf("the record of instance %s, not %s", st.Instance, s.id)
+		err = fmt.Errorf("%w: the record of instance %s, not %s", errOtherInstance, st.Instance, s.id)
 	}
 	return st, err
 }
@@ -130,7 +141,7 @@ func (s *stateStore) write(ctx context.Context, next state) error {
 	if err != nil {
 		return err
 	}
-	if err := writeSynced(s.slot(next.Seq), b); err != nil {
+	if err := writeSynced(s.fs, s.slot(next.Seq), b); err != nil {
 		return fmt.Errorf("writing the state record: %w", err)
 	}
 	s.cur, s.have = next, true
@@ -139,9 +150,9 @@ func (s *stateStore) write(ctx context.Context, next state) error {
 
 // writeSynced replaces the content of path in place and fsyncs it; the
 // first write of a slot also fsyncs its directory.
-func writeSynced(path string, b []byte) error {
+func writeSynced(fsys atomicfile.FS, path string, b []byte) error {
 	_, statErr := os.Stat(path)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := fsys.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
@@ -153,18 +164,9 @@ func writeSynced(path string, b []byte) error {
 		err = cerr
 	}
 	if err == nil && statErr != nil {
-		err = syncDir(filepath.Dir(path))
+		err = fsys.SyncDir(filepath.Dir(path))
 	}
 	return err
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // update applies change to a copy of the state and writes it if it
@@ -265,7 +267,7 @@ func (i *Instance) openState(ctx context.Context, pk platformKey, mmk *kek.MMK) 
 			return err
 		}
 	}
-	i.state = &stateStore{base: base, id: id, mmk: mmk}
+	i.state = &stateStore{fs: i.cfg.fs, base: base, id: id, mmk: mmk}
 	return i.state.load(ctx)
 }
 

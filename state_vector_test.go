@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cachecrypt/cachecrypt/internal/atomicfile"
 	"github.com/cachecrypt/cachecrypt/kek"
 	"github.com/stretchr/testify/require"
 )
@@ -58,9 +59,9 @@ func TestStateVectorDecodes(t *testing.T) {
 
 // TestStateVectorLoads: this build reads the committed slot.
 func TestStateVectorLoads(t *testing.T) {
-	s := &stateStore{base: "testdata/state-v1/mmk.key.state", id: wantStateVector.Instance, mmk: vectorMMK(t)}
+	s := &stateStore{fs: atomicfile.OS, base: "testdata/state-v1/mmk.key.state", id: wantStateVector.Instance, mmk: vectorMMK(t)}
 	require.NoError(t, s.load(context.Background()))
 	require.Equal(t, wantStateVector, s.cur)
-	other := &stateStore{base: s.base, id: "cc-ffffffffffffffffffffffffffffffff", mmk: vectorMMK(t)}
+	other := &stateStore{fs: atomicfile.OS, base: s.base, id: "cc-ffffffffffffffffffffffffffffffff", mmk: vectorMMK(t)}
 	require.ErrorIs(t, other.load(context.Background()), ErrRollback, "another instance's record is refused")
 }

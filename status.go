@@ -19,12 +19,15 @@ type StatusRow struct {
 	DEKVersion uint32         // active DEK version of the disk
 	LastCheck  time.Time      // last successful KEK check
 	Err        error          // set while the disk has failed closed
+	// Recovered says what opening the data cut off after a crash (a torn
+	// AOF tail), if anything.
+	Recovered string
 }
 
 // Status returns the coverage table of DESIGN.md for this instance.
 func (i *Instance) Status() []StatusRow {
 	i.mu.RLock()
-	last, failed := i.lastCheck, i.failedClosed
+	last, failed, recovered := i.lastCheck, i.failedClosed, i.aofRecovered
 	disks := i.disks
 	i.mu.RUnlock()
 	row := func(data, diskLabel string, d *disk) StatusRow {
@@ -37,8 +40,10 @@ func (i *Instance) Status() []StatusRow {
 			DEKVersion: d.keyring.Active(), LastCheck: last, Err: failed}
 	}
 	pers, osd := disks[0], disks[1]
+	persRow := row("RDB snapshots, AOF logs (persistence)", "persistence disk", pers)
+	persRow.Recovered = recovered
 	rows := []StatusRow{
-		row("RDB snapshots, AOF logs (persistence)", "persistence disk", pers),
+		persRow,
 		row("RDB files waiting to be exported", "OS disk + persistence", osd),
 		row("temporary files of an export", "OS disk", osd),
 	}
