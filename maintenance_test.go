@@ -258,3 +258,15 @@ func TestTornAOFTailCutAndReported(t *testing.T) {
 	require.Contains(t, recovered[0].Detail, filepath.Base(last))
 	require.Contains(t, again.Status()[0].Recovered, "torn")
 }
+
+// TestOneProcessAtATime: a second Open of an open instance is refused with
+// ErrLocked, naming the holder, and works once the first is closed.
+func TestOneProcessAtATime(t *testing.T) {
+	dir := t.TempDir()
+	i := open(t, dir, noProbe(Config{}))
+	_, err := Open(context.Background(), dir, noProbe(Config{}))
+	require.ErrorIs(t, err, ErrLocked)
+	require.ErrorContains(t, err, "this process")
+	require.NoError(t, i.Close())
+	open(t, dir, noProbe(Config{}))
+}

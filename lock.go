@@ -1,5 +1,3 @@
-//go:build unix
-
 package cachecrypt
 
 import (
@@ -9,7 +7,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
+
+	"github.com/cachecrypt/cachecrypt/internal/flock"
 )
 
 // lockFile, in the instance's directory, is locked by the process that has
@@ -24,16 +23,12 @@ func lockInstance(dir string) (*os.File, error) {
 		return nil, err
 	}
 	path := filepath.Join(dir, lockFile)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, err
+	f, err := flock.Lock(path)
+	if errors.Is(err, flock.ErrHeld) {
+		return nil, fmt.Errorf("instance %s is open in %s; close it there first (one process works on an instance at a time): %w",
+			dir, holder(path), ErrLocked)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("instance %s is open in %s; close it there, or send it the request (see the CLI's --live): %w",
-				dir, holder(path), ErrLocked)
-		}
+	if err != nil {
 		return nil, err
 	}
 	if err := f.Truncate(0); err == nil {
