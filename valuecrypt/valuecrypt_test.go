@@ -465,3 +465,41 @@ func TestRotateAfter(t *testing.T) {
 	require.Equal(t, note{id, 2}, <-notes)
 	require.Empty(t, notes)
 }
+
+// TestAppendSeal: AppendSeal and AppendSealField append after what dst
+// holds, in its spare capacity without allocating, or in a new array when
+// it has too little; what they append opens like Seal's values.
+func TestAppendSeal(t *testing.T) {
+	ks, _, _ := newKeyset(t)
+	c := valuecrypt.NewCipher(ks, valuecrypt.Config{Context: "db0"})
+	buf := append(make([]byte, 0, 4096), "prefix"...)
+	out, err := c.AppendSeal(buf, "k", []byte("value"))
+	require.NoError(t, err)
+	require.Len(t, out, len("prefix")+len("value")+valuecrypt.Overhead)
+	require.Equal(t, "prefix", string(out[:6]))
+	require.Same(t, &buf[:1][0], &out[0], "sealed in dst's capacity")
+	got, err := c.Open(ctx, "k", out[6:])
+	require.NoError(t, err)
+	require.Equal(t, "value", string(got))
+
+	out2, err := c.AppendSealField(out, "k", "f", []byte("field value"))
+	require.NoError(t, err)
+	require.Equal(t, out, out2[:len(out)], "earlier bytes kept")
+	got, err = c.OpenField(ctx, "k", "f", out2[len(out):])
+	require.NoError(t, err)
+	require.Equal(t, "field value", string(got))
+
+	pt := bytes.Repeat([]byte("v"), 1024)
+	require.Zero(t, testing.AllocsPerRun(100, func() {
+		if _, err := c.AppendSeal(buf[:0], "k", pt); err != nil {
+			t.Fatal(err)
+		}
+	}), "no allocation with capacity to spare")
+
+	small, err := c.AppendSeal([]byte("x"), "k", pt)
+	require.NoError(t, err)
+	require.Equal(t, byte('x'), small[0])
+	got, err = c.Open(ctx, "k", small[1:])
+	require.NoError(t, err)
+	require.Equal(t, pt, got)
+}
