@@ -55,11 +55,27 @@ const (
 )
 
 // Seal encrypts the string value of key under the primary key, bound to
-// key and to the context.
+// key and to the context. It counts the seal against the primary key (see
+// Keyset.Seals) and fails with an error matching ErrSealLimit once this
+// process has sealed SealLimit values under it, or ErrClosed after the
+// keyset's Close.
 func (c *Cipher) Seal(key string, plaintext []byte) ([]byte, error) {
-	out, err := c.seal(kindString, key, "", plaintext)
+	out, err := c.seal(nil, kindString, key, "", plaintext)
 	if err != nil {
 		return nil, fmt.Errorf("valuecrypt.Seal: key %q: %w", key, err)
+	}
+	return out[:len(out):len(out)], nil
+}
+
+// AppendSeal is Seal appending the sealed value to dst: with enough spare
+// capacity in dst it allocates nothing, so a caller can reuse one buffer
+// for many values. It may write scratch bytes (the associated data) into
+// the capacity past the returned slice's length. plaintext must not
+// overlap dst's capacity.
+func (c *Cipher) AppendSeal(dst []byte, key string, plaintext []byte) ([]byte, error) {
+	out, err := c.seal(dst, kindString, key, "", plaintext)
+	if err != nil {
+		return dst, fmt.Errorf("valuecrypt.AppendSeal: key %q: %w", key, err)
 	}
 	return out, nil
 }
@@ -67,9 +83,18 @@ func (c *Cipher) Seal(key string, plaintext []byte) ([]byte, error) {
 // SealField encrypts the value of field in the hash key, bound to both and
 // to the context.
 func (c *Cipher) SealField(key, field string, plaintext []byte) ([]byte, error) {
-	out, err := c.seal(kindField, key, field, plaintext)
+	out, err := c.seal(nil, kindField, key, field, plaintext)
 	if err != nil {
 		return nil, fmt.Errorf("valuecrypt.SealField: key %q field %q: %w", key, field, err)
+	}
+	return out[:len(out):len(out)], nil
+}
+
+// AppendSealField is SealField appending to dst, as AppendSeal.
+func (c *Cipher) AppendSealField(dst []byte, key, field string, plaintext []byte) ([]byte, error) {
+	out, err := c.seal(dst, kindField, key, field, plaintext)
+	if err != nil {
+		return dst, fmt.Errorf("valuecrypt.AppendSealField: key %q field %q: %w", key, field, err)
 	}
 	return out, nil
 }
@@ -98,22 +123,34 @@ func (c *Cipher) OpenField(ctx context.Context, key, field string, value []byte)
 	return out, nil
 }
 
-func (c *Cipher) seal(kind byte, key, field string, plaintext []byte) ([]byte, error) {
+// seal appends the sealed value to dst, with its associated data in the
+// capacity past it.
+func (c *Cipher) seal(dst []byte, kind byte, key, field string, plaintext []byte) ([]byte, error) {
 	st := c.ks.state.Load()
 	if st == nil {
 		return nil, ErrClosed
 	}
 	k := st.primary
-	// One allocation: the value, then the associated data in the spare
-	// tail, cut off from the returned slice's capacity.
+	if err := c.ks.count(k); err != nil {
+		return nil, err
+	}
+	// One allocation at most: the value, then the associated data in the
+	// spare tail.
 	n := Overhead + len(plaintext)
-	buf := make([]byte, n+c.adSize(key, field))
+	need := n + c.adSize(key, field)
+	if cap(dst)-len(dst) < need {
+		grown := make([]byte, len(dst), len(dst)+need)
+		copy(grown, dst)
+		dst = grown
+	}
+	buf := dst[len(dst) : len(dst)+need]
 	buf[0] = versionV1
 	binary.BigEndian.PutUint32(buf[1:], k.id)
-	rand.Read(buf[headerSize : headerSize+nonceSize])
-	ad := c.appendAD(buf[n:n], buf[:headerSize], kind, key, field)
-	out := k.aead.Seal(buf[:headerSize+nonceSize], buf[headerSize:headerSize+nonceSize], plaintext, ad)
-	return out[:n:n], nil
+	nonce := buf[headerSize : headerSize+nonceSize]
+	rand.Read(nonce)
+	ad := c.putAD(buf[n:], buf[:headerSize], kind, key, field)
+	k.aead.Seal(buf[:headerSize+nonceSize], nonce, plaintext, ad)
+	return dst[:len(dst)+n], nil
 }
 
 func (c *Cipher) open(ctx context.Context, kind byte, key, field string, value []byte) ([]byte, error) {
@@ -130,15 +167,15 @@ func (c *Cipher) open(ctx context.Context, kind byte, key, field string, value [
 	if err != nil {
 		return nil, err
 	}
+	// One allocation, as in seal: the plaintext, then the associated data.
 	n := len(value) - Overhead
 	buf := make([]byte, n+c.adSize(key, field))
-	ad := c.appendAD(buf[n:n], value[:headerSize], kind, key, field)
-	out, err := k.aead.Open(buf[:0], value[headerSize:headerSize+nonceSize], value[headerSize+nonceSize:], ad)
-	if err != nil {
+	ad := c.putAD(buf[n:], value[:headerSize], kind, key, field)
+	if _, err := k.aead.Open(buf[:0], value[headerSize:headerSize+nonceSize], value[headerSize+nonceSize:], ad); err != nil {
 		clear(buf)
 		return nil, fmt.Errorf("%w; if it was moved with RENAME or COPY or comes from another context, write it again under its own name", ErrAuthentication)
 	}
-	return out[:n:n], nil
+	return buf[:n:n], nil
 }
 
 func (c *Cipher) plaintext(value []byte) ([]byte, error) {
@@ -148,20 +185,41 @@ func (c *Cipher) plaintext(value []byte) ([]byte, error) {
 	return value, fmt.Errorf("%w: read in migration mode; write it again, or run Reencrypt, to encrypt it", ErrPlaintext)
 }
 
-// adSize bounds the size of the associated data of a value.
+// adSize returns the size of the associated data of a value.
 func (c *Cipher) adSize(key, field string) int {
-	return len(c.ad) + headerSize + 1 + 2*binary.MaxVarintLen64 + len(key) + len(field)
+	return len(c.ad) + headerSize + 1 + uvarintLen(len(key)) + len(key) + uvarintLen(len(field)) + len(field)
 }
 
-// appendAD appends the associated data of a value to dst.
-func (c *Cipher) appendAD(dst, header []byte, kind byte, key, field string) []byte {
-	ad := append(dst, c.ad...)
-	ad = append(ad, header...)
-	ad = append(ad, kind)
-	ad = binary.AppendUvarint(ad, uint64(len(key)))
-	ad = append(ad, key...)
-	ad = binary.AppendUvarint(ad, uint64(len(field)))
-	return append(ad, field...)
+// putAD writes the associated data of a value at the start of dst, which
+// holds at least adSize bytes, and returns it.
+func (c *Cipher) putAD(dst, header []byte, kind byte, key, field string) []byte {
+	i := copy(dst, c.ad)
+	h := dst[i : i+headerSize+1]
+	h[0], h[1], h[2], h[3], h[4], h[5] = header[0], header[1], header[2], header[3], header[4], kind
+	i += headerSize + 1
+	i = putString(dst, i, key)
+	return dst[:putString(dst, i, field)]
+}
+
+// putString writes uvarint(len(s)) || s at dst[i:] and returns the index
+// after it.
+func putString(dst []byte, i int, s string) int {
+	if len(s) < 0x80 {
+		dst[i] = byte(len(s))
+		i++
+	} else {
+		i += binary.PutUvarint(dst[i:], uint64(len(s)))
+	}
+	return i + copy(dst[i:], s)
+}
+
+// uvarintLen returns the size of the uvarint encoding of n.
+func uvarintLen(n int) int {
+	size := 1
+	for ; n >= 0x80; n >>= 7 {
+		size++
+	}
+	return size
 }
 
 // KeyID returns the id of the key that sealed value, and false when value

@@ -46,13 +46,21 @@
 // arithmetic (HINCRBY). Read, change and write the value in the
 // application instead. Only strings and hash fields are sealed.
 //
-// AES-GCM with random 96-bit nonces stays within its security bound (a
-// nonce collision probability under 2^-32) for at most 2^32 values sealed
-// under one key, counted over every process of the application. Rotate
-// keeps each key under it: rotate the keyset well before the application
-// has written 2^32 values under the primary key (for example, at 50,000
-// writes per second, at least once a day). Older keys only open values and
-// have no such limit.
+// AES-GCM with random 96-bit nonces keeps the probability of a repeated
+// nonce under 2^-32 only for at most 2^32 values sealed under one key
+// (NIST SP 800-38D, section 8.3), counted over every process of the
+// application; a repeated nonce would expose the XOR of two plaintexts and
+// let the key's authentication be forged. Rotate keeps each key under the
+// limit: new values go to a new key, and older keys only open values, which
+// has no such limit. The Keyset counts the values it seals under each key,
+// in memory, per process (Keyset.Seals): RotationDue reports, and the
+// function given to SetRotateAfter is told, when this process has sealed
+// DefaultRotateAfter (2^31) values, or a threshold of your choice, under
+// the primary key; past SealLimit (2^32) in one process, Seal refuses with
+// ErrSealLimit until the keyset is rotated. The count cannot see other
+// processes: with N processes writing, set the threshold to at most 2^32/N
+// less a margin, or rotate on a schedule (at 50,000 writes per second over
+// the whole application, 2^31 values take 12 hours).
 //
 // # Bad input
 //

@@ -42,6 +42,11 @@ var (
 	// save (another process rotated or created it).
 	ErrConflict = errors.New("valuecrypt: stored keyset changed concurrently")
 
+	// ErrSealLimit means the primary key has sealed SealLimit values in
+	// this process, the most AES-GCM with random nonces allows under one
+	// key: rotate the keyset (Keyset.Rotate) to seal again.
+	ErrSealLimit = errors.New("valuecrypt: primary key reached its seal limit")
+
 	// ErrClosed means the keyset was closed and its keys zeroed.
 	ErrClosed = errors.New("valuecrypt: keyset closed")
 )

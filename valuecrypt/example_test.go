@@ -77,3 +77,29 @@ func ExampleCipher_EncryptName() {
 	fmt.Println(a == b, name)
 	// Output: true user:alice
 }
+
+// Keeping under the AES-GCM limit: rotate once this process has sealed a
+// threshold of values under the primary key (2^31 by default; 3 here).
+func ExampleKeyset_SetRotateAfter() {
+	ctx := context.Background()
+	dir, _ := os.MkdirTemp("", "valuecrypt-example-")
+	defer os.RemoveAll(dir)
+	mmk, _ := kek.NewMMK("example")
+	ks, _ := valuecrypt.Create(ctx, valuecrypt.FileStore(filepath.Join(dir, "keyset")), mmk)
+	defer ks.Close()
+	due := make(chan uint32, 1)
+	// The function must not block the Seal that calls it: hand the
+	// rotation to another goroutine.
+	ks.SetRotateAfter(3, func(id uint32, seals uint64) { due <- id })
+	c := valuecrypt.NewCipher(ks, valuecrypt.Config{})
+	for range 3 {
+		c.Seal("k", []byte("v"))
+	}
+	id := <-due
+	fmt.Println("key", id, "sealed", ks.Seals(id), "values; rotation due:", ks.RotationDue())
+	next, _ := ks.Rotate(ctx)
+	fmt.Println("new primary:", next, "rotation due:", ks.RotationDue())
+	// Output:
+	// key 1 sealed 3 values; rotation due: true
+	// new primary: 2 rotation due: false
+}

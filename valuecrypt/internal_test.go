@@ -39,3 +39,36 @@ func TestStoredKeysetHoldsNoKey(t *testing.T) {
 		require.Equal(t, make([]byte, len(h)), h, "Close zeroes the keys")
 	}
 }
+
+// TestSealLimit: past SealLimit values under one key in this process (here
+// lowered to 5), Seal fails with ErrSealLimit and seals nothing, until a
+// rotation brings a fresh primary key.
+func TestSealLimit(t *testing.T) {
+	ctx := context.Background()
+	ks, err := Create(ctx, FileStore(filepath.Join(t.TempDir(), "keyset")), kektest.New("app"))
+	require.NoError(t, err)
+	defer ks.Close()
+	ks.sealLimit = 5
+	ks.SetRotateAfter(DefaultRotateAfter, nil) // clamped to the lowered limit
+	c := NewCipher(ks, Config{})
+	for i := range 5 {
+		_, err := c.Seal("k", []byte{byte(i)})
+		require.NoError(t, err)
+	}
+	require.True(t, ks.RotationDue())
+	_, err = c.Seal("k", []byte("six"))
+	require.ErrorIs(t, err, ErrSealLimit)
+	_, err = c.AppendSealField(nil, "k", "f", []byte("six"))
+	require.ErrorIs(t, err, ErrSealLimit)
+	require.EqualValues(t, 5, ks.Seals(1), "refused seals are not counted")
+
+	id, err := ks.Rotate(ctx)
+	require.NoError(t, err)
+	require.False(t, ks.RotationDue())
+	v, err := c.Seal("k", []byte("after rotation"))
+	require.NoError(t, err)
+	got, ok := KeyID(v)
+	require.True(t, ok)
+	require.Equal(t, id, got)
+	require.EqualValues(t, 1, ks.Seals(id))
+}

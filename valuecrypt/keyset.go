@@ -41,13 +41,25 @@ type Keyset struct {
 	store  Store
 	unwrap kek.Unwrapper
 
-	mu     sync.Mutex  // serializes Reload, Rotate, Rewrap and Close
-	sk     []byte      // keyset key (unwrapped); guarded by mu
-	env    envelope    // guarded by mu
-	stored []byte      // the stored form last loaded or saved; guarded by mu
-	body   *keysetBody // the secret keys, for re-sealing; guarded by mu
+	mu     sync.Mutex            // serializes Reload, Rotate, Rewrap and Close
+	sk     []byte                // keyset key (unwrapped); guarded by mu
+	env    envelope              // guarded by mu
+	stored []byte                // the stored form last loaded or saved; guarded by mu
+	body   *keysetBody           // the secret keys, for re-sealing; guarded by mu
+	counts map[uint32]*sealCount // seals per key id, kept across reloads; guarded by mu
 
 	state atomic.Pointer[keyState] // nil once closed
+
+	rotateAfter atomic.Uint64                             // see SetRotateAfter
+	notify      atomic.Pointer[func(id uint32, n uint64)] // see SetRotateAfter
+	sealLimit   uint64                                    // SealLimit; lowered only by the package's tests
+}
+
+// newKeyset returns a Keyset with no keys yet and the default limits.
+func newKeyset(s Store, u kek.Unwrapper) *Keyset {
+	ks := &Keyset{store: s, unwrap: u, counts: make(map[uint32]*sealCount), sealLimit: SealLimit}
+	ks.rotateAfter.Store(DefaultRotateAfter)
+	return ks
 }
 
 // keyState is an immutable snapshot of the keys, read without locks.
@@ -60,8 +72,15 @@ type keyState struct {
 }
 
 type valueKey struct {
-	id   uint32
-	aead cipher.AEAD
+	id    uint32
+	aead  cipher.AEAD
+	seals *sealCount
+}
+
+// sealCount counts the values this process sealed under one key.
+type sealCount struct {
+	n        atomic.Uint64
+	notified atomic.Bool // the rotate-after notification was sent
 }
 
 // Create makes a new keyset with one key, wraps it with k (one KEK call) and
@@ -76,7 +95,8 @@ func Create(ctx context.Context, s Store, k kek.KEK) (*Keyset, error) {
 		body.wipe()
 		return nil, fmt.Errorf("valuecrypt.Create: wrap the keyset key: %w", err)
 	}
-	ks := &Keyset{store: s, unwrap: k, sk: sk, env: envelope{generation: 1, wrapped: w}}
+	ks := newKeyset(s, k)
+	ks.sk, ks.env = sk, envelope{generation: 1, wrapped: w}
 	data := ks.env.seal(sk, body)
 	if err := s.Save(ctx, nil, data); err != nil {
 		clear(sk)
@@ -100,7 +120,7 @@ func Open(ctx context.Context, s Store, u kek.Unwrapper) (*Keyset, error) {
 	if err != nil {
 		return nil, fmt.Errorf("valuecrypt.Open: %w", err)
 	}
-	ks := &Keyset{store: s, unwrap: u}
+	ks := newKeyset(s, u)
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	if err := ks.loadLocked(ctx, data); err != nil {
@@ -151,7 +171,12 @@ func (ks *Keyset) loadLocked(ctx context.Context, data []byte) error {
 func (ks *Keyset) install(data []byte, body *keysetBody) {
 	st := &keyState{byID: make(map[uint32]*valueKey, len(body.keys)), nameKey: bytes.Clone(body.nameKey)}
 	for _, k := range body.keys {
-		vk := &valueKey{id: k.id, aead: gcm(k.key)}
+		cnt := ks.counts[k.id]
+		if cnt == nil {
+			cnt = new(sealCount)
+			ks.counts[k.id] = cnt
+		}
+		vk := &valueKey{id: k.id, aead: gcm(k.key), seals: cnt}
 		st.byID[k.id] = vk
 		st.maxID = max(st.maxID, k.id)
 	}
@@ -306,12 +331,77 @@ func (ks *Keyset) Close() error {
 	return nil
 }
 
+// DefaultRotateAfter is the number of values one process seals under one
+// key after which RotationDue reports true, unless SetRotateAfter changes
+// it: half of SealLimit.
+const DefaultRotateAfter = 1 << 31
+
+// SealLimit is the most values one process seals under one key: 2^32, the
+// bound NIST SP 800-38D sets for AES-GCM with random 96-bit nonces. Past
+// it, Seal fails with ErrSealLimit until the keyset is rotated.
+const SealLimit = 1 << 32
+
+// Seals returns how many values this process has sealed under key id since
+// it created or opened the keyset, or 0 for an id the keyset does not
+// hold. The count is kept in memory, per process: other processes sealing
+// under the same key are not counted, nor are earlier runs.
+func (ks *Keyset) Seals(id uint32) uint64 {
+	st := ks.state.Load()
+	if st == nil || st.byID[id] == nil {
+		return 0
+	}
+	return st.byID[id].seals.n.Load()
+}
+
+// RotationDue reports whether this process has sealed at least the
+// rotate-after threshold of values (DefaultRotateAfter, or as set by
+// SetRotateAfter) under the current primary key: time to call Rotate.
+func (ks *Keyset) RotationDue() bool {
+	st := ks.state.Load()
+	return st != nil && st.primary.seals.n.Load() >= ks.rotateAfter.Load()
+}
+
+// SetRotateAfter sets the number of values this process seals under one
+// key after which RotationDue reports true, and notify, if not nil, is
+// called once for that key, from a Seal that takes the count to the
+// threshold or past it, with the key id and the count. notify must not block the Seal: to rotate from
+// it, start a goroutine that calls Rotate. Set n well below SealLimit, by
+// at least the number of values the application's other processes seal
+// under a key meanwhile; n above SealLimit counts as SealLimit.
+func (ks *Keyset) SetRotateAfter(n uint64, notify func(id uint32, seals uint64)) {
+	if notify == nil {
+		ks.notify.Store(nil)
+	} else {
+		ks.notify.Store(&notify)
+	}
+	ks.rotateAfter.Store(min(n, ks.sealLimit))
+}
+
+// count counts a seal under k; past SealLimit it refuses it.
+func (ks *Keyset) count(k *valueKey) error {
+	n := k.seals.n.Add(1)
+	if n < ks.rotateAfter.Load() {
+		return nil
+	}
+	if n > ks.sealLimit {
+		k.seals.n.Add(^uint64(0))
+		return fmt.Errorf("%w: key %d sealed %d values in this process; rotate the keyset (Keyset.Rotate)", ErrSealLimit, k.id, ks.sealLimit)
+	}
+	if fn := ks.notify.Load(); fn != nil && k.seals.notified.CompareAndSwap(false, true) {
+		(*fn)(k.id, n)
+	}
+	return nil
+}
+
 // lookup returns the key with this id, reloading the keyset once when the
 // id is newer than every key held.
 func (ks *Keyset) lookup(ctx context.Context, id uint32) (*valueKey, error) {
 	st := ks.state.Load()
 	if st == nil {
 		return nil, ErrClosed
+	}
+	if st.primary.id == id {
+		return st.primary, nil
 	}
 	if k := st.byID[id]; k != nil {
 		return k, nil

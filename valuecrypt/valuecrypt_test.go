@@ -5,13 +5,16 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/cachecrypt/cachecrypt/kek"
 	"github.com/cachecrypt/cachecrypt/kek/kektest"
 	"github.com/cachecrypt/cachecrypt/valuecrypt"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -368,4 +371,135 @@ func TestConcurrentUnknownKeyOneReload(t *testing.T) {
 		require.NoError(t, <-errs)
 	}
 	require.Equal(t, loads+1, s.loads.Load())
+}
+
+// TestSealCount: every seal under a key is counted, per key, across
+// rotations and reloads; opens are not.
+func TestSealCount(t *testing.T) {
+	ks, s, k := newKeyset(t)
+	c := valuecrypt.NewCipher(ks, valuecrypt.Config{})
+	var sealed [][]byte
+	for i := range 4 {
+		v, err := c.Seal(fmt.Sprint("k", i), []byte("v"))
+		require.NoError(t, err)
+		sealed = append(sealed, v)
+	}
+	_, err := c.SealField("h", "f", []byte("v"))
+	require.NoError(t, err)
+	buf, err := c.AppendSeal(nil, "a", []byte("v"))
+	require.NoError(t, err)
+	_, err = c.AppendSealField(buf, "h", "g", []byte("v"))
+	require.NoError(t, err)
+	for i, v := range sealed {
+		_, err := c.Open(ctx, fmt.Sprint("k", i), v)
+		require.NoError(t, err)
+	}
+	require.EqualValues(t, 7, ks.Seals(1))
+	require.Zero(t, ks.Seals(2), "a key the keyset does not hold")
+
+	// Another process rotates; this one takes the key up on Reload and
+	// keeps its count of key 1.
+	other, err := valuecrypt.Open(ctx, s, k)
+	require.NoError(t, err)
+	defer other.Close()
+	id, err := other.Rotate(ctx)
+	require.NoError(t, err)
+	require.Zero(t, other.Seals(1), "counts are per process")
+	require.NoError(t, ks.Reload(ctx))
+	_, err = c.Seal("k", []byte("v"))
+	require.NoError(t, err)
+	require.EqualValues(t, 7, ks.Seals(1))
+	require.EqualValues(t, 1, ks.Seals(id))
+}
+
+// TestRotateAfter: RotationDue turns true, and the notification comes
+// exactly once per key, when the count of seals under the primary key
+// reaches the threshold, even with concurrent sealers; a rotation starts
+// the count again for the new key.
+func TestRotateAfter(t *testing.T) {
+	ks, _, _ := newKeyset(t)
+	c := valuecrypt.NewCipher(ks, valuecrypt.Config{})
+	type note struct {
+		id    uint32
+		seals uint64
+	}
+	notes := make(chan note, 10)
+	ks.SetRotateAfter(100, func(id uint32, seals uint64) { notes <- note{id, seals} })
+
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 24 {
+				_, err := c.Seal("k", []byte("v"))
+				assert.NoError(t, err)
+			}
+		})
+	}
+	wg.Wait()
+	require.EqualValues(t, 96, ks.Seals(1))
+	require.False(t, ks.RotationDue())
+	require.Empty(t, notes)
+
+	for range 10 {
+		wg.Go(func() {
+			_, err := c.Seal("k", []byte("v"))
+			assert.NoError(t, err)
+		})
+	}
+	wg.Wait()
+	require.True(t, ks.RotationDue())
+	n := <-notes
+	require.EqualValues(t, 1, n.id)
+	require.True(t, n.seals >= 100 && n.seals <= 106, "notified by a seal past the threshold: %d", n.seals)
+	require.Empty(t, notes, "notified once")
+
+	id, err := ks.Rotate(ctx)
+	require.NoError(t, err)
+	require.False(t, ks.RotationDue(), "the new primary key starts at zero")
+	ks.SetRotateAfter(2, func(id uint32, seals uint64) { notes <- note{id, seals} })
+	for range 3 {
+		_, err := c.Seal("k", []byte("v"))
+		require.NoError(t, err)
+	}
+	require.True(t, ks.RotationDue())
+	require.Equal(t, note{id, 2}, <-notes)
+	require.Empty(t, notes)
+}
+
+// TestAppendSeal: AppendSeal and AppendSealField append after what dst
+// holds, in its spare capacity without allocating, or in a new array when
+// it has too little; what they append opens like Seal's values.
+func TestAppendSeal(t *testing.T) {
+	ks, _, _ := newKeyset(t)
+	c := valuecrypt.NewCipher(ks, valuecrypt.Config{Context: "db0"})
+	buf := append(make([]byte, 0, 4096), "prefix"...)
+	out, err := c.AppendSeal(buf, "k", []byte("value"))
+	require.NoError(t, err)
+	require.Len(t, out, len("prefix")+len("value")+valuecrypt.Overhead)
+	require.Equal(t, "prefix", string(out[:6]))
+	require.Same(t, &buf[:1][0], &out[0], "sealed in dst's capacity")
+	got, err := c.Open(ctx, "k", out[6:])
+	require.NoError(t, err)
+	require.Equal(t, "value", string(got))
+
+	out2, err := c.AppendSealField(out, "k", "f", []byte("field value"))
+	require.NoError(t, err)
+	require.Equal(t, out, out2[:len(out)], "earlier bytes kept")
+	got, err = c.OpenField(ctx, "k", "f", out2[len(out):])
+	require.NoError(t, err)
+	require.Equal(t, "field value", string(got))
+
+	pt := bytes.Repeat([]byte("v"), 1024)
+	require.Zero(t, testing.AllocsPerRun(100, func() {
+		if _, err := c.AppendSeal(buf[:0], "k", pt); err != nil {
+			t.Fatal(err)
+		}
+	}), "no allocation with capacity to spare")
+
+	small, err := c.AppendSeal([]byte("x"), "k", pt)
+	require.NoError(t, err)
+	require.Equal(t, byte('x'), small[0])
+	got, err = c.Open(ctx, "k", small[1:])
+	require.NoError(t, err)
+	require.Equal(t, pt, got)
 }

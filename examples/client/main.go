@@ -56,6 +56,12 @@ func run(out io.Writer, addr, keyFile string) error {
 		return err
 	}
 	defer ks.Close()
+	// AES-GCM with random nonces allows 2^32 values per key: ask for a
+	// rotation once this process has sealed half of that under the
+	// primary key (lower it when many processes write).
+	ks.SetRotateAfter(valuecrypt.DefaultRotateAfter, func(id uint32, seals uint64) {
+		log.Printf("valuecrypt key %d has sealed %d values in this process: rotate the keyset", id, seals)
+	})
 	c := goredis.New(rdb, valuecrypt.NewCipher(ks, valuecrypt.Config{Context: "example-app"}))
 
 	if err := c.Set(ctx, "session:42", []byte("alice, admin, token=s3cr3t"), time.Hour); err != nil {

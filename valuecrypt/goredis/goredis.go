@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -27,15 +28,30 @@ type Client struct {
 	rdb     redis.Cmdable
 	c       *valuecrypt.Cipher
 	cluster bool // multi-key commands go slot by slot
+	reuse   bool // rdb sends a command before it returns: buffers of sealed values can be reused
 }
 
 // New returns a Client that sends its commands through rdb (a
 // *redis.Client, a *redis.ClusterClient, or any redis.UniversalClient) and
 // seals values with c. With c's Config.EncryptNames, key and field names
 // are stored encrypted too.
+//
+// With the clients of go-redis itself (*redis.Client, *redis.ClusterClient,
+// *redis.Ring, *redis.Conn), the Client reuses the buffer of each sealed
+// value once its command or pipeline has returned, so that sealing
+// allocates nothing in steady state; a hook (redis.Hook) that keeps a
+// command's arguments past its return sees them change, to other
+// ciphertext. With any other redis.Cmdable, which might send later, every
+// value gets its own buffer.
 func New(rdb redis.Cmdable, c *valuecrypt.Cipher) *Client {
-	_, cluster := rdb.(*redis.ClusterClient)
-	return &Client{rdb: rdb, c: c, cluster: cluster}
+	cl := &Client{rdb: rdb, c: c}
+	switch rdb.(type) {
+	case *redis.ClusterClient:
+		cl.cluster, cl.reuse = true, true
+	case *redis.Client, *redis.Ring, *redis.Conn:
+		cl.reuse = true
+	}
+	return cl
 }
 
 // Cipher returns the Cipher of the Client.
@@ -52,26 +68,51 @@ func (c *Client) name(n string) (string, error) {
 // Set seals value for key and stores it with SET; a ttl above zero sets
 // its expiry.
 func (c *Client) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
-	return c.set(ctx, c.rdb, key, value, ttl)
+	buf := c.getBuf()
+	defer c.putBuf(buf)
+	return c.set(ctx, c.rdb, buf, key, value, ttl)
 }
 
-func (c *Client) set(ctx context.Context, rdb redis.Cmdable, key string, value []byte, ttl time.Duration) error {
-	stored, sealed, err := c.sealString(key, value)
+// set seals value into buf and queues or sends the SET on rdb; buf must
+// not be reused before the command was sent.
+func (c *Client) set(ctx context.Context, rdb redis.Cmdable, buf *[]byte, key string, value []byte, ttl time.Duration) error {
+	stored, err := c.name(key)
 	if err != nil {
 		return fmt.Errorf("goredis.Set: %w", err)
 	}
+	sealed, err := c.c.AppendSeal((*buf)[:0], key, value)
+	if err != nil {
+		return fmt.Errorf("goredis.Set: %w", err)
+	}
+	*buf = sealed
 	if err := rdb.Set(ctx, stored, sealed, ttl).Err(); err != nil {
 		return fmt.Errorf("goredis.Set: key %q: %w", key, err)
 	}
 	return nil
 }
 
-func (c *Client) sealString(key string, value []byte) (stored string, sealed []byte, err error) {
-	if stored, err = c.name(key); err != nil {
-		return "", nil, err
+// sealBufs holds buffers for sealed values between commands: a value is
+// sealed into one, sent, and the buffer is reused once the command (or its
+// pipeline) returned.
+var sealBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooled is the largest buffer kept for reuse.
+const maxPooled = 64 << 10
+
+// getBuf returns a buffer to seal values into, for one command.
+func (c *Client) getBuf() *[]byte {
+	if !c.reuse {
+		return new([]byte)
 	}
-	sealed, err = c.c.Seal(key, value)
-	return stored, sealed, err
+	return sealBufs.Get().(*[]byte)
+}
+
+// putBuf takes back a buffer from getBuf once its command was sent.
+func (c *Client) putBuf(b *[]byte) {
+	if c.reuse && cap(*b) <= maxPooled {
+		*b = (*b)[:0]
+		sealBufs.Put(b)
+	}
 }
 
 // Get returns the value of key, or redis.Nil when it does not exist.
@@ -174,29 +215,37 @@ func (c *Client) mget(ctx context.Context, stored []string) ([]any, error) {
 // HSET; a ttl above zero sets the expiry of the whole hash, in the same
 // transaction.
 func (c *Client) HSet(ctx context.Context, key string, fields map[string][]byte, ttl time.Duration) error {
-	if err := c.hset(ctx, c.rdb, key, fields, ttl, true); err != nil {
+	buf := c.getBuf()
+	defer c.putBuf(buf)
+	if err := c.hset(ctx, c.rdb, buf, key, fields, ttl, true); err != nil {
 		return fmt.Errorf("goredis.HSet: %w", err)
 	}
 	return nil
 }
 
-func (c *Client) hset(ctx context.Context, rdb redis.Cmdable, key string, fields map[string][]byte, ttl time.Duration, tx bool) error {
+// hset seals the fields into buf and queues or sends the HSET on rdb; buf
+// must not be reused before the command was sent.
+func (c *Client) hset(ctx context.Context, rdb redis.Cmdable, buf *[]byte, key string, fields map[string][]byte, ttl time.Duration, tx bool) error {
 	stored, err := c.name(key)
 	if err != nil {
 		return err
 	}
 	args := make([]any, 0, 2*len(fields))
+	sealed := (*buf)[:0]
 	for f, v := range fields {
 		sf, err := c.name(f)
 		if err != nil {
 			return err
 		}
-		sealed, err := c.c.SealField(key, f, v)
-		if err != nil {
+		// A value sealed earlier stays valid when sealed grows: it keeps
+		// the old array.
+		start := len(sealed)
+		if sealed, err = c.c.AppendSealField(sealed, key, f, v); err != nil {
 			return err
 		}
-		args = append(args, sf, sealed)
+		args = append(args, sf, sealed[start:len(sealed):len(sealed)])
 	}
+	*buf = sealed
 	if ttl <= 0 {
 		return rdb.HSet(ctx, stored, args...).Err()
 	}

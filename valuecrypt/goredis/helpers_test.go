@@ -3,9 +3,7 @@ package goredis_test
 import (
 	"context"
 	"path/filepath"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/cachecrypt/cachecrypt/internal/testenv"
 	"github.com/cachecrypt/cachecrypt/kek"
@@ -17,10 +15,12 @@ import (
 
 var ctx = context.Background()
 
-// server is a redis-server started by the test, with a go-redis client on it.
+// server is a redis-server or a Redis Cluster started by the test, with a
+// go-redis client on it.
 type server struct {
-	srv *testenv.Redis
-	rdb redis.UniversalClient
+	srv     *testenv.Redis        // a standalone server, or nil
+	cluster *testenv.RedisCluster // a cluster, or nil
+	rdb     redis.UniversalClient
 }
 
 // startRedis starts a standalone redis-server.
@@ -32,27 +32,14 @@ func startRedis(t *testing.T) *server {
 	return &server{srv: srv, rdb: rdb}
 }
 
-// startCluster starts a one-node Redis Cluster holding every slot, and a
-// ClusterClient on it: multi-key commands across slots fail there exactly
-// as on a larger cluster.
+// startCluster starts a Redis Cluster of three primaries, each holding a
+// third of the slots, and a ClusterClient on it.
 func startCluster(t *testing.T) *server {
 	t.Helper()
-	srv := testenv.StartRedis(t, t.TempDir(), "cluster-enabled yes", "cluster-config-file nodes.conf")
-	srv.MustDo(t, "CLUSTER", "ADDSLOTSRANGE", "0", "16383")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		info := srv.MustDo(t, "CLUSTER", "INFO").(string)
-		if strings.Contains(info, "cluster_state:ok") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("cluster did not reach state ok:\n%s", info)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{srv.Addr()}})
+	cl := testenv.StartCluster(t, t.TempDir(), 3)
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs()})
 	t.Cleanup(func() { rdb.Close() })
-	return &server{srv: srv, rdb: rdb}
+	return &server{cluster: cl, rdb: rdb}
 }
 
 // mmk returns a platform-managed key kept in a file of the test.

@@ -23,7 +23,14 @@ func (c *Client) TxPipelined(ctx context.Context, fn func(p *Pipe) error) error 
 }
 
 func (c *Client) pipelined(ctx context.Context, run func(context.Context, func(redis.Pipeliner) error) ([]redis.Cmder, error), fn func(p *Pipe) error) error {
-	_, err := run(ctx, func(p redis.Pipeliner) error { return fn(&Pipe{c: c, p: p}) })
+	pipe := &Pipe{c: c}
+	_, err := run(ctx, func(p redis.Pipeliner) error {
+		pipe.p = p
+		return fn(pipe)
+	})
+	for _, b := range pipe.bufs {
+		c.putBuf(b)
+	}
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("goredis.Pipelined: %w", err)
 	}
@@ -33,23 +40,32 @@ func (c *Client) pipelined(ctx context.Context, run func(context.Context, func(r
 // A Pipe queues sealed commands for Client.Pipelined. It is valid only
 // inside the function given to Pipelined.
 type Pipe struct {
-	c *Client
-	p redis.Pipeliner
+	c    *Client
+	p    redis.Pipeliner
+	bufs []*[]byte // the sealed values queued, reused once the pipeline ran
 }
 
 // Set seals value for key and queues a SET, with an expiry when ttl is
 // above zero.
 func (p *Pipe) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
-	return p.c.set(ctx, p.p, key, value, ttl)
+	return p.c.set(ctx, p.p, p.buf(), key, value, ttl)
 }
 
 // HSet seals each field's value and queues an HSET of the hash key, and a
 // PEXPIRE of it when ttl is above zero.
 func (p *Pipe) HSet(ctx context.Context, key string, fields map[string][]byte, ttl time.Duration) error {
-	if err := p.c.hset(ctx, p.p, key, fields, ttl, false); err != nil {
+	if err := p.c.hset(ctx, p.p, p.buf(), key, fields, ttl, false); err != nil {
 		return fmt.Errorf("goredis.Pipe.HSet: %w", err)
 	}
 	return nil
+}
+
+// buf returns a buffer for the sealed values of one queued command, taken
+// back once the pipeline ran.
+func (p *Pipe) buf() *[]byte {
+	b := p.c.getBuf()
+	p.bufs = append(p.bufs, b)
+	return b
 }
 
 // Get queues a GET of key; read its result from the Value after
