@@ -2,8 +2,11 @@ package cachecrypt
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -66,6 +69,7 @@ func TestFailClosedReachesEveryHandle(t *testing.T) {
 	_, err = tmp.Write([]byte("more"))
 	require.ErrorIs(t, err, ErrRevoked, "a scratch file")
 	require.ErrorIs(t, log.Append([]byte("x\n")), ErrRevoked)
+	require.Nil(t, i.openLog(), "the AOF's log is closed: its part key is gone")
 	require.ErrorIs(t, flash.ReadPage(0, page), nvme.ErrClosed, "the flash store: its key is gone")
 	_, err = i.OpenSnapshot()
 	require.ErrorIs(t, err, ErrRevoked)
@@ -76,7 +80,8 @@ func TestFailClosedReachesEveryHandle(t *testing.T) {
 	require.ErrorIs(t, err, ErrRevoked, "a reader that failed stays failed")
 	got, _ := readSnapshot(t, i)
 	require.Equal(t, string(snapshotBody(1)), got, "a new reader works")
-	require.NoError(t, log.Append([]byte("SET k2 v2\n")), "the AOF resumes")
+	require.NoError(t, log.Append([]byte("SET k2 v2\n")), "the AOF resumes, reopened")
+	require.Equal(t, "SET k v\nSET k2 v2\n", replayAll(t, log))
 	require.NotSame(t, flash, i.Flash(), "a fresh flash store")
 	require.NoError(t, i.Flash().WritePage(0, page))
 }
@@ -103,4 +108,97 @@ func TestCloseFailsEveryHandle(t *testing.T) {
 	require.NoError(t, i.Close())
 	_, err = snap.Read(make([]byte, 1))
 	require.ErrorIs(t, err, ErrClosed)
+}
+
+// TestFailClosedWhileWriting revokes and restores the KEK again and again
+// while appenders and a rewriter run: nothing deadlocks, writes during a
+// failure are refused with ErrRevoked, and every acknowledged append is
+// back after the last restore.
+func TestFailClosedWhileWriting(t *testing.T) {
+	ctx := context.Background()
+	cmk := kektest.New("cmk")
+	clk := &clock{now: time.Unix(1e9, 0)}
+	cfg := noProbe(Config{Encryption: CustomerManaged(cmk), RevocationGrace: time.Minute})
+	cfg.now = clk.Now
+	i := open(t, t.TempDir(), cfg)
+	log, err := i.OpenAOF(aof.Options{Fsync: aof.Always})
+	require.NoError(t, err)
+	defer log.Close()
+
+	var acked sync.Map
+	var hold sync.RWMutex // the rewriter holds appends back while it starts
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 2 {
+		wg.Go(func() {
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				rec := fmt.Sprintf("rec %d %d\n", w, n)
+				hold.RLock()
+				err := log.Append([]byte(rec))
+				hold.RUnlock()
+				switch {
+				case err == nil:
+					acked.Store(rec, true)
+				case !errors.Is(err, ErrRevoked):
+					t.Errorf("append: %v", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			err := rewriteWithReplay(log, &hold)
+			if err != nil && !errors.Is(err, ErrRevoked) && !errors.Is(err, aof.ErrClosed) {
+				t.Errorf("rewrite: %v", err)
+				return
+			}
+		}
+	})
+	for range 5 {
+		revoke(t, i, cmk, clk)
+		cmk.FailWith(nil)
+		require.NoError(t, i.Probe(ctx))
+	}
+	close(stop)
+	wg.Wait()
+
+	r, err := log.Replay()
+	require.NoError(t, err)
+	b, err := io.ReadAll(r)
+	r.Close()
+	require.NoError(t, err)
+	got := string(b)
+	acked.Range(func(k, _ any) bool {
+		require.Contains(t, got, k.(string), "an acknowledged append survives")
+		return true
+	})
+}
+
+// rewriteWithReplay rewrites the log's base with everything appended
+// before it, holding appends back while it starts (as Redis' fork does).
+func rewriteWithReplay(log *AOF, hold *sync.RWMutex) error {
+	hold.Lock()
+	release := sync.OnceFunc(hold.Unlock)
+	defer release() // if the rewrite never started
+	r, err := log.Replay()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return log.Rewrite(aof.BaseAOF, func(w *aof.Rewrite) error {
+		release()
+		_, err := io.Copy(w, r)
+		return err
+	})
 }

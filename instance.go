@@ -47,8 +47,9 @@ type Instance struct {
 	pkPath string      // where the MMK lives (file, credential or store entry)
 	state  *stateStore // the rollback record, beside the platform key
 
-	aofMu sync.Mutex
-	aof   *aof.Log // the log an open AOF holds, guarded by aofMu
+	aofMu     sync.Mutex
+	aof       *aof.Log // the log the open AOF holds (nil while suspended), guarded by aofMu
+	aofHandle *AOF     // the open AOF, guarded by aofMu
 
 	mu           sync.RWMutex
 	kek          kek.KEK     // the KEK of the persistent disks now

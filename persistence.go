@@ -8,8 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
-	"sync"
 
 	"github.com/cachecrypt/cachecrypt/aof"
 	"github.com/cachecrypt/cachecrypt/export"
@@ -22,122 +20,6 @@ const (
 	SnapshotFile = "dump.rdb"      // the encrypted RDB snapshot
 	AOFDir       = "appendonlydir" // the encrypted multi-part AOF
 )
-
-// AOF is the instance's append-only log on the persistence disk. Its
-// methods are those of an *aof.Log, and fail closed with the instance
-// (when its KEK has been revoked past the grace period) and resume when it
-// resumes. It registers the DEK versions its rewrites use, so retirement
-// never removes a key the log still needs.
-type AOF struct {
-	log  *aof.Log
-	inst *Instance
-	gate sync.RWMutex // Append holds it shared; Reencrypt exclusively, briefly
-}
-
-// OpenAOF opens (creating on first use) the encrypted AOF of the
-// persistence disk. The caller closes it before closing the instance.
-func (i *Instance) OpenAOF(opts aof.Options) (*AOF, error) {
-	keys, err := i.Keyring(DiskPersistence)
-	if err != nil {
-		return nil, fmt.Errorf("cachecrypt.OpenAOF: %w", err)
-	}
-	release := i.lease(DiskPersistence, 0) // a new part is sealed under the active version
-	defer release()
-	l, err := aof.Open(i.AOFDir(), keys, opts)
-	if err != nil {
-		return nil, fmt.Errorf("cachecrypt.OpenAOF: %w", err)
-	}
-	if err := i.recordAOF(l.Generation()); err != nil {
-		l.Close()
-		return nil, fmt.Errorf("cachecrypt.OpenAOF: %w", err)
-	}
-	if rec, ok := l.Recovered(); ok {
-		i.noteRecovery(rec)
-	}
-	a := &AOF{log: l, inst: i}
-	i.aofMu.Lock()
-	i.aof = l
-	i.aofMu.Unlock()
-	return a, nil
-}
-
-// openLog returns the log an open AOF holds, or nil.
-func (i *Instance) openLog() *aof.Log {
-	i.aofMu.Lock()
-	defer i.aofMu.Unlock()
-	return i.aof
-}
-
-// Append appends one batch of commands, unless the instance failed closed.
-// See aof.Log.Append.
-func (a *AOF) Append(p []byte) error {
-	if err := a.inst.usable(); err != nil {
-		return fmt.Errorf("cachecrypt.AOF.Append: %w", err)
-	}
-	a.gate.RLock()
-	defer a.gate.RUnlock()
-	return a.log.Append(p)
-}
-
-// Rewrite replaces the log's base, unless the instance failed closed. See
-// aof.Log.Rewrite.
-func (a *AOF) Rewrite(f aof.BaseFormat, write func(w *aof.Rewrite) error) error {
-	if err := a.inst.usable(); err != nil {
-		return fmt.Errorf("cachecrypt.AOF.Rewrite: %w", err)
-	}
-	release := a.inst.lease(DiskPersistence, 0)
-	defer release()
-	if err := a.log.Rewrite(f, write); err != nil {
-		return err
-	}
-	return a.inst.recordAOF(a.log.Generation())
-}
-
-// Replay returns a reader of every command the log holds. See
-// aof.Log.Replay. The DEK versions it reads stay until it is closed.
-func (a *AOF) Replay() (*AOFReader, error) {
-	if err := a.inst.usable(); err != nil {
-		return nil, fmt.Errorf("cachecrypt.AOF.Replay: %w", err)
-	}
-	release := a.inst.lease(DiskPersistence, slices.Min(a.log.Versions()))
-	r, err := a.log.Replay()
-	if err != nil {
-		release()
-		return nil, err
-	}
-	ar := &AOFReader{inst: a.inst, r: r, release: release}
-	a.inst.track(ar)
-	return ar, nil
-}
-
-// Sync makes every append durable now. See aof.Log.Sync.
-func (a *AOF) Sync() error {
-	if err := a.inst.usable(); err != nil {
-		return fmt.Errorf("cachecrypt.AOF.Sync: %w", err)
-	}
-	return a.log.Sync()
-}
-
-// Dir returns the log's directory.
-func (a *AOF) Dir() string { return a.log.Dir() }
-
-// Generation returns the manifest's generation. See aof.Log.Generation.
-func (a *AOF) Generation() uint64 { return a.log.Generation() }
-
-// Recovered reports the torn tail OpenAOF cut off after a crash, if any.
-// See aof.Log.Recovered.
-func (a *AOF) Recovered() (aof.Recovery, bool) { return a.log.Recovered() }
-
-// Close closes the log. See aof.Log.Close.
-func (a *AOF) Close() error {
-	i := a.inst
-	i.aofMu.Lock()
-	if i.aof == a.log {
-		i.aof = nil
-	}
-	i.aofMu.Unlock()
-	return a.log.Close()
-}
 
 // AOFDir returns the directory of the encrypted AOF.
 func (i *Instance) AOFDir() string { return filepath.Join(i.DiskDir(DiskPersistence), AOFDir) }

@@ -189,10 +189,11 @@ func (i *Instance) reencryptAOF(ctx context.Context, log *AOF, target uint32, op
 		}
 		defer log.Close()
 	}
-	if slices.Min(log.log.Versions()) >= target {
-		return nil
+	oldest, err := log.oldestVersion()
+	if err != nil || oldest >= target {
+		return err
 	}
-	defer i.lease(DiskPersistence, slices.Min(log.log.Versions()))() // the replay reads them
+	defer i.lease(DiskPersistence, oldest)() // the replay reads them
 	r, rw, err := log.snapshotForRewrite()
 	if err != nil {
 		return err
@@ -206,7 +207,7 @@ func (i *Instance) reencryptAOF(ctx context.Context, log *AOF, target uint32, op
 	if err := rw.Commit(); err != nil {
 		return err
 	}
-	if err := i.recordAOF(log.log.Generation()); err != nil {
+	if err := i.recordAOF(log.Generation()); err != nil {
 		return err
 	}
 	if opts.Progress != nil {
@@ -221,11 +222,15 @@ func (i *Instance) reencryptAOF(ctx context.Context, log *AOF, target uint32, op
 func (a *AOF) snapshotForRewrite() (*aof.Reader, *aof.Rewrite, error) {
 	a.gate.Lock()
 	defer a.gate.Unlock()
-	r, err := a.log.Replay()
+	l, err := a.current("Replay")
 	if err != nil {
 		return nil, nil, err
 	}
-	rw, err := a.log.StartRewrite(aof.BaseAOF)
+	r, err := l.Replay()
+	if err != nil {
+		return nil, nil, err
+	}
+	rw, err := l.StartRewrite(aof.BaseAOF)
 	if err != nil {
 		r.Close()
 		return nil, nil, err

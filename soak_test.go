@@ -165,18 +165,7 @@ func (s *soak) exportImport() error {
 // rewrite replaces the AOF's base with everything appended before it
 // started, through the public API.
 func (s *soak) rewrite(int64) error {
-	s.holdAppends.Lock()
-	r, err := s.log.Replay()
-	if err != nil {
-		s.holdAppends.Unlock()
-		return err
-	}
-	defer r.Close()
-	err = s.log.Rewrite(aof.BaseAOF, func(w *aof.Rewrite) error {
-		s.holdAppends.Unlock()
-		_, err := io.Copy(w, r)
-		return err
-	})
+	err := rewriteWithReplay(s.log, &s.holdAppends)
 	if err == nil {
 		s.counts.rewrites.Add(1)
 	}

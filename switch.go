@@ -146,6 +146,9 @@ func (i *Instance) Probe(ctx context.Context) error {
 	i.mu.Unlock()
 	i.emit(Event{Kind: EventProbe, KEK: i.disks[0].keyring.Descriptor(), Err: err})
 	if closedNow != nil {
+		if h := i.handle(); h != nil {
+			h.suspend(closedNow) // outside i.mu: calls in flight may need it to finish
+		}
 		i.emit(Event{Kind: EventRevoked, Err: closedNow})
 	}
 	return fmt.Errorf("cachecrypt.Probe: %w", err)
@@ -188,6 +191,11 @@ func (i *Instance) restore(ctx context.Context, k kek.KEK) error {
 		i.flash = flash
 	}
 	i.mu.Unlock()
+	if h := i.handle(); h != nil {
+		if err := h.resume(); err != nil {
+			return fmt.Errorf("reopening the AOF: %w", err)
+		}
+	}
 	i.emit(Event{Kind: EventRestored, KEK: i.disks[0].keyring.Descriptor()})
 	return nil
 }
