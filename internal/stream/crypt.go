@@ -46,10 +46,21 @@ func (u *unit) setNonce(index uint32, last bool) {
 }
 
 // crypter seals or opens batches of units on the calling goroutine helped
-// by up to conc-1 pool goroutines. Units are claimed one at a time from a
-// shared counter, so the caller never waits for a helper to wake up: if a
-// helper starts late, the caller has already taken its share, and a helper
-// that starts after its batch is over finds nothing to claim and leaves.
+// by up to conc-1 pool goroutines, and blocks, never spins, while it waits.
+//
+// A batch is cut into one contiguous share per participant, each share
+// with its own claim word on its own cache line. A participant claims the
+// units of its own share one at a time, then steals what is left of the
+// others' shares, so a helper that the scheduler starts late costs nothing:
+// the caller and the other helpers have taken its units meanwhile. Claims
+// therefore touch a shared cache line only while stealing, at the end of a
+// batch, and a participant adds the count of units it finished to the
+// batch's done counter once, when it runs out of work. The participant
+// whose addition completes the batch wakes the caller, which blocks on a
+// channel for the tail (at most one unit per helper in flight); a helper
+// with nothing left goes back to sleep on the pool's channel. Nothing
+// waits by spinning, so a stream never costs more CPU than the sealing it
+// does plus a few wake-ups per batch.
 //
 // The pool's goroutines are shared by every stream of the process, so a
 // Reader needs no Close and nothing is started per batch.
@@ -59,26 +70,50 @@ type crypter struct {
 	units []unit // one per segment of a batch
 	conc  int
 
-	// Batch parameters, written by the caller before state is published.
+	// Batch parameters, written by the caller before the shares are
+	// published (the atomic stores of their claim words order them).
 	open bool
 	src  io.ReaderAt // open: if set, each unit's ciphertext is read first
 
 	gen      uint64        // batch generation, owned by the caller
-	state    atomic.Uint64 // gen<<44 | n<<22 | next
+	shares   []share       // one per participant of the batch
 	done     atomic.Int64  // units finished in this batch
-	active   atomic.Int32  // pool helpers inside help
-	finished chan struct{} // receives once per batch when done reaches n
+	finished chan struct{} // receives once per batch when a helper completes it
+}
+
+// share is one participant's slice of a batch: its claim word alone on a
+// cache line (two, against adjacent-line prefetch), so participants
+// claiming from their own shares never contend.
+type share struct {
+	state atomic.Uint64 // gen<<(2*unitBits) | next<<unitBits | end
+	_     [120]byte
 }
 
 const (
-	unitBits = 22
+	unitBits = 20 // a batch holds at most 256*1024 units
 	unitMask = 1<<unitBits - 1
 	genMask  = 1<<(64-2*unitBits) - 1
 )
 
+// claim takes the next unit of the share for batch gen, if one is left.
+func (s *share) claim(gen uint64) (int, bool) {
+	for {
+		v := s.state.Load()
+		next, end := v>>unitBits&unitMask, v&unitMask
+		if v>>(2*unitBits) != gen || next >= end {
+			return 0, false
+		}
+		if s.state.CompareAndSwap(v, v+1<<unitBits) {
+			return int(next), true
+		}
+	}
+}
+
 func newCrypter(aead cipher.AEAD, ad []byte, batch, conc int) *crypter {
-	c := &crypter{aead: aead, ad: ad, units: make([]unit, batch), conc: conc, finished: make(chan struct{}, 1)}
+	c := &crypter{aead: aead, ad: ad, units: make([]unit, batch), conc: conc}
 	if conc > 1 {
+		c.shares = make([]share, min(conc, batch))
+		c.finished = make(chan struct{}, 1)
 		startWorkers(conc - 1)
 	}
 	return c
@@ -88,8 +123,8 @@ func newCrypter(aead cipher.AEAD, ad []byte, batch, conc int) *crypter {
 // nil, is where the units' ciphertexts are read from first.
 func (c *crypter) do(n int, open bool, src io.ReaderAt) {
 	c.open, c.src = open, src
-	helpers := min(c.conc, n) - 1
-	if helpers <= 0 {
+	parts := min(c.conc, n, len(c.shares))
+	if parts <= 1 {
 		for i := range n {
 			c.process(i)
 		}
@@ -97,74 +132,46 @@ func (c *crypter) do(n int, open bool, src io.ReaderAt) {
 	}
 	c.gen = (c.gen + 1) & genMask
 	c.done.Store(0)
-	c.state.Store(c.gen<<(2*unitBits) | uint64(n)<<unitBits)
-	// Helpers still lingering from the last batch join this one at once;
-	// wake pool goroutines only for the rest.
-	for range helpers - int(c.active.Load()) {
+	for p := range parts {
+		lo, hi := uint64(p*n/parts), uint64((p+1)*n/parts)
+		c.shares[p].state.Store(c.gen<<(2*unitBits) | lo<<unitBits | hi)
+	}
+	for p := 1; p < parts; p++ {
 		select {
-		case work <- job{c, c.gen}:
-		default: // every pool goroutine is busy: the caller does the work
+		case work <- job{c, c.gen, n, p, parts}:
+		default: // every pool goroutine is busy: the others steal this share
 		}
 	}
-	c.help(c.gen, false)
-	// The tail: at most one unit per helper is still being processed.
-	// Spin briefly rather than sleep, so no wake-up latency is paid.
-	for i := 0; i < spins && c.done.Load() < int64(n); i++ {
-		spin()
+	if k := c.run(c.gen, 0, parts); k > 0 && c.done.Add(k) == int64(n) {
+		return // the caller finished the batch: no helper will signal
 	}
 	<-c.finished
 }
 
-// spins bounds the busy-waiting of the caller for the batch's tail and of a
-// helper for the next batch, before they block: some tens of microseconds.
-const spins = 1 << 14
-
-// spin waits a moment without yielding the processor. runtime.Gosched
-// would put the spinning goroutine on the global run queue, where the other
-// processor's scheduler may pick it up: the caller and a helper then take
-// turns on one processor while the other sits idle, and the batch runs at
-// the speed of one core.
-func spin() {
-	for range 32 {
-		spinSink.Add(0)
+// run processes units of batch gen, its own share first, then the others'
+// in turn, until none is left to claim, and returns how many it processed.
+func (c *crypter) run(gen uint64, own, parts int) int64 {
+	var k int64
+	for i := range parts {
+		s := &c.shares[(own+i)%parts]
+		for {
+			u, ok := s.claim(gen)
+			if !ok {
+				break
+			}
+			c.process(u)
+			k++
+		}
 	}
+	return k
 }
 
-var spinSink atomic.Int32
-
-// help claims and processes units of batch gen until none is left. A pool
-// helper that did some work then lingers briefly for the next batch of the
-// same crypter, so a Writer or Reader streaming batch after batch keeps
-// its helpers awake instead of waking them through the scheduler each time.
-func (c *crypter) help(gen uint64, linger bool) {
-	if linger {
-		c.active.Add(1)
-		defer c.active.Add(-1)
-	}
-	worked := false
-	for idle := 0; ; {
-		s := c.state.Load()
-		g, n, next := s>>(2*unitBits), s>>unitBits&unitMask, s&unitMask
-		if g != gen || next >= n {
-			if g != gen && next < n && linger {
-				gen = g // a newer batch: join it
-				continue
-			}
-			if !linger || !worked || idle >= spins {
-				return
-			}
-			idle++
-			spin()
-			continue
-		}
-		if !c.state.CompareAndSwap(s, s+1) {
-			continue
-		}
-		idle, worked = 0, true
-		c.process(int(next))
-		if c.done.Add(1) == int64(n) {
-			c.finished <- struct{}{}
-		}
+// help is a pool goroutine's part in batch j.gen. One that arrives after
+// the batch is over finds nothing to claim and touches nothing.
+func (c *crypter) help(j job) {
+	k := c.run(j.gen, j.share, j.parts)
+	if k > 0 && c.done.Add(k) == int64(j.n) {
+		c.finished <- struct{}{}
 	}
 }
 
@@ -195,8 +202,11 @@ func (c *crypter) process(i int) {
 }
 
 type job struct {
-	c   *crypter
-	gen uint64
+	c     *crypter
+	gen   uint64
+	n     int // units in the batch
+	share int // the share to start with
+	parts int // shares in the batch
 }
 
 var (
@@ -213,7 +223,7 @@ func startWorkers(n int) {
 	for ; workerCount < n; workerCount++ {
 		go func() {
 			for j := range work {
-				j.c.help(j.gen, true)
+				j.c.help(j)
 			}
 		}()
 	}
