@@ -281,3 +281,35 @@ func TestWrongKeys(t *testing.T) {
 
 var _ = kek.ErrKeyMismatch
 var _ = errors.Is
+
+// TestLargeWrites writes plaintexts in pieces large enough to be sealed
+// straight from the caller's buffer and, with s2, compressed in place by
+// parallel block encoders, mixed with small pieces that are buffered, at
+// several concurrencies and segment sizes (one larger than the direct-seal
+// threshold), and reads them back.
+func TestLargeWrites(t *testing.T) {
+	keys, _ := newKeyring(t, "disk-a", kektest.New("a"))
+	pt := append(randBytes(3<<20+777, 5), bytes.Repeat([]byte("squeeze me "), 400000)...)
+	pieces := []int{100, 5 << 20, 3, 1 << 20, 70000, 2<<20 + 1}
+	for _, c := range []stream.Compression{stream.None, stream.S2} {
+		for _, conc := range []int{1, 2, 3, 8} {
+			for _, seg := range []int{4096, 64 << 10, 3 << 20} {
+				var buf bytes.Buffer
+				w, err := stream.NewWriter(&buf, keys, purpose, stream.Options{SegmentSize: seg, Compression: c, Concurrency: conc})
+				require.NoError(t, err)
+				rest := pt
+				for i := 0; len(rest) > 0; i++ {
+					n := min(pieces[i%len(pieces)], len(rest))
+					m, err := w.Write(rest[:n])
+					require.NoError(t, err)
+					require.Equal(t, n, m)
+					rest = rest[n:]
+				}
+				require.NoError(t, w.Close())
+				got, err := io.ReadAll(open(t, keys, buf.Bytes()))
+				require.NoError(t, err)
+				require.True(t, bytes.Equal(pt, got), "%s conc=%d seg=%d", c, conc, seg)
+			}
+		}
+	}
+}

@@ -16,7 +16,11 @@ type Writer struct {
 	hdr Header
 	seg *segWriter
 	z   io.WriteCloser // compressor in front of seg, or nil
+	s2  *s2.Writer     // z, when it is s2 compressing blocks in parallel
 	err error
+	// s2Direct is the smallest Write that s2 encodes in place, block by
+	// block in parallel, instead of copying it into its block buffers.
+	s2Direct int
 }
 
 // NewWriter writes the header of a new stream to dst and returns a Writer
@@ -52,7 +56,11 @@ func NewWriter(dst io.Writer, keys Keys, purpose string, opts Options) (*Writer,
 	case Zstd:
 		w.z, err = zstd.NewWriter(sw, zstd.WithEncoderConcurrency(conc))
 	case S2:
-		w.z = s2.NewWriter(sw, s2.WriterConcurrency(conc))
+		z := s2.NewWriter(sw, s2.WriterConcurrency(conc))
+		w.z = z
+		if conc > 1 {
+			w.s2, w.s2Direct = z, conc*s2BlockSize
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("stream.NewWriter: %w", err)
@@ -71,15 +79,36 @@ func (w *Writer) Write(p []byte) (int, error) {
 		return 0, w.err
 	}
 	var n int
-	if w.z != nil {
+	switch {
+	case w.s2 != nil && len(p) >= w.s2Direct:
+		n, w.err = w.encodeS2(p)
+	case w.z != nil:
 		n, w.err = w.z.Write(p)
-	} else {
+	default:
 		n, w.err = w.seg.Write(p)
 	}
 	if w.err != nil {
 		w.err = fmt.Errorf("stream.Writer.Write: %w", w.err)
 	}
 	return n, w.err
+}
+
+// s2BlockSize is the s2 writer's block size (its default): the unit its
+// goroutines compress in parallel.
+const s2BlockSize = 1 << 20
+
+// encodeS2 compresses a large p with s2 in place: its blocks are
+// compressed in parallel straight from p (no copy into s2's buffers), and
+// sealed as they come out. It returns once all of p is sealed, so p is not
+// retained.
+func (w *Writer) encodeS2(p []byte) (int, error) {
+	if err := w.s2.EncodeBuffer(p); err != nil {
+		return 0, err
+	}
+	if err := w.s2.Flush(); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 // ReadFrom encrypts everything r yields until io.EOF, reading straight into
@@ -140,9 +169,18 @@ type segWriter struct {
 // capacity is the most plaintext kept between calls.
 func (s *segWriter) capacity() int { return len(s.buf) - 1 }
 
+// directSeal is the smallest Write whose whole segments are sealed straight
+// from p rather than copied into the buffer first: the copy is a serial
+// step that bounds how far sealing scales with cores, and a write this
+// large is a batch of its own. (A compressor's output arrives in chunks of
+// about its block size.)
+const directSeal = 1 << 20
+
 func (s *segWriter) Write(p []byte) (int, error) {
 	total := len(p)
-	if s.n+len(p) <= s.capacity() {
+	// At least two segments, so that completing a buffered partial segment
+	// leaves a whole one to seal.
+	if s.n+len(p) <= s.capacity() && len(p) < max(directSeal, 2*s.seg) {
 		s.n += copy(s.buf[s.n:], p)
 		return total, nil
 	}
