@@ -46,39 +46,61 @@ func (u *unit) setNonce(index uint32, last bool) {
 }
 
 // crypter seals or opens batches of units on the calling goroutine helped
-// by up to conc-1 pool goroutines, and blocks, never spins, while it waits.
+// by up to conc-1 pool goroutines, without any goroutine waiting by
+// spinning.
 //
 // A batch is cut into one contiguous share per participant, each share
-// with its own claim word on its own cache line. A participant claims the
+// with its own claim word on its own cache lines. A participant claims the
 // units of its own share one at a time, then steals what is left of the
 // others' shares, so a helper that the scheduler starts late costs nothing:
 // the caller and the other helpers have taken its units meanwhile. Claims
 // therefore touch a shared cache line only while stealing, at the end of a
 // batch, and a participant adds the count of units it finished to the
-// batch's done counter once, when it runs out of work. The participant
-// whose addition completes the batch wakes the caller, which blocks on a
-// channel for the tail (at most one unit per helper in flight); a helper
-// with nothing left goes back to sleep on the pool's channel. Nothing
-// waits by spinning, so a stream never costs more CPU than the sealing it
-// does plus a few wake-ups per batch.
+// batch's done counter once, when it runs out of work there. The helper
+// whose addition completes a batch signals the batch's channel.
+//
+// Batches are pipelined when the caller has the next one ready (a Writer
+// given a large p): there are two slots, and the caller publishes batch
+// b+1 before it waits for batch b. Helpers work on the older published
+// batch first, then the newer, and sleep on the pool's channel only when
+// neither has a unit left to claim; the caller, once batch b has no unit
+// left to claim, processes units of b+1 one at a time until b's last
+// in-flight units are done (a load of b's done counter between units, not
+// a spin: the caller does real work meanwhile), writes b out and publishes
+// b+2. So within a large write no helper is put to sleep and woken again
+// between batches, and no core idles through a batch's tail; only the end
+// of a write waits, blocked on a channel.
 //
 // The pool's goroutines are shared by every stream of the process, so a
 // Reader needs no Close and nothing is started per batch.
 type crypter struct {
 	aead  cipher.AEAD
 	ad    []byte
-	units []unit // one per segment of a batch
+	units []unit // the units of slot cur, to be filled by the caller
 	conc  int
 
-	// Batch parameters, written by the caller before the shares are
-	// published (the atomic stores of their claim words order them).
+	// Batch parameters, written by the caller before a batch is published
+	// (the atomic stores of the claim words and of slot.info order them).
 	open bool
 	src  io.ReaderAt // open: if set, each unit's ciphertext is read first
 
-	gen      uint64        // batch generation, owned by the caller
-	shares   []share       // one per participant of the batch
-	done     atomic.Int64  // units finished in this batch
-	finished chan struct{} // receives once per batch when a helper completes it
+	slots [2]slot
+	cur   int    // the slot the caller fills next
+	gen   uint64 // generation of the latest batch, owned by the caller
+}
+
+// slot holds one batch in flight.
+type slot struct {
+	units    []unit
+	shares   []share       // one per participant
+	info     atomic.Uint64 // the batch: gen<<32 | parts<<unitBits | n
+	done     atomic.Int64  // units finished, as added by participants
+	finished chan struct{} // receives once per batch if a helper completes it
+
+	// Owned by the caller.
+	n     int64
+	mine  int64 // units the caller processed and has not added to done
+	ended bool  // the batch is known to be done (and its signal consumed)
 }
 
 // share is one participant's slice of a batch: its claim word alone on a
@@ -92,7 +114,9 @@ type share struct {
 const (
 	unitBits = 20 // a batch holds at most 256*1024 units
 	unitMask = 1<<unitBits - 1
-	genMask  = 1<<(64-2*unitBits) - 1
+	// partsMask is for a batch's participant count in slot.info.
+	partsMask = 1<<11 - 1
+	genMask   = 1<<(64-2*unitBits) - 1
 )
 
 // claim takes the next unit of the share for batch gen, if one is left.
@@ -110,76 +134,183 @@ func (s *share) claim(gen uint64) (int, bool) {
 }
 
 func newCrypter(aead cipher.AEAD, ad []byte, batch, conc int) *crypter {
-	c := &crypter{aead: aead, ad: ad, units: make([]unit, batch), conc: conc}
+	c := &crypter{aead: aead, ad: ad, conc: conc}
+	nslots := 1
 	if conc > 1 {
-		c.shares = make([]share, min(conc, batch))
-		c.finished = make(chan struct{}, 1)
+		nslots = 2
 		startWorkers(conc - 1)
 	}
+	for i := range nslots {
+		sl := &c.slots[i]
+		sl.units = make([]unit, batch)
+		sl.ended = true
+		if conc > 1 {
+			sl.shares = make([]share, min(conc, batch))
+			sl.finished = make(chan struct{}, 1)
+		}
+	}
+	c.units = c.slots[0].units
 	return c
 }
 
+// parallel reports whether a batch of n units is worth handing out.
+func (c *crypter) parallel(n int) bool { return min(c.conc, n) > 1 }
+
 // do seals or opens c.units[:n] and returns when all are done; src, if not
-// nil, is where the units' ciphertexts are read from first.
+// nil, is where the units' ciphertexts are read from first. Nothing else
+// may be in flight.
 func (c *crypter) do(n int, open bool, src io.ReaderAt) {
 	c.open, c.src = open, src
-	parts := min(c.conc, n, len(c.shares))
-	if parts <= 1 {
-		for i := range n {
-			c.process(i)
-		}
+	if !c.parallel(n) {
+		c.inline(n)
 		return
 	}
+	s := c.cur
+	c.publish(n)
+	c.finish(s)
+	c.cur, c.units = s, c.slots[s].units // the caller reads the results here
+}
+
+// inline processes c.units[:n] on the calling goroutine.
+func (c *crypter) inline(n int) {
+	for i := range n {
+		c.process(&c.units[i])
+	}
+}
+
+// publish hands c.units[:n] (slot cur) out as a new batch, wakes helpers
+// for it, and makes the other slot current. The batch in the other slot,
+// if any, must be finished.
+func (c *crypter) publish(n int) {
+	sl := &c.slots[c.cur]
+	parts := min(c.conc, n, len(sl.shares))
 	c.gen = (c.gen + 1) & genMask
-	c.done.Store(0)
+	sl.done.Store(0)
+	sl.n, sl.mine, sl.ended = int64(n), 0, false
 	for p := range parts {
 		lo, hi := uint64(p*n/parts), uint64((p+1)*n/parts)
-		c.shares[p].state.Store(c.gen<<(2*unitBits) | lo<<unitBits | hi)
+		sl.shares[p].state.Store(c.gen<<(2*unitBits) | lo<<unitBits | hi)
 	}
+	sl.info.Store(c.gen<<32 | uint64(parts)<<unitBits | uint64(n))
 	for p := 1; p < parts; p++ {
 		select {
-		case work <- job{c, c.gen, n, p, parts}:
+		case work <- job{c, p}:
 		default: // every pool goroutine is busy: the others steal this share
 		}
 	}
-	if k := c.run(c.gen, 0, parts); k > 0 && c.done.Add(k) == int64(n) {
-		return // the caller finished the batch: no helper will signal
+	if c.slots[1].units != nil {
+		c.cur ^= 1
 	}
-	<-c.finished
+	c.units = c.slots[c.cur].units
 }
 
-// run processes units of batch gen, its own share first, then the others'
-// in turn, until none is left to claim, and returns how many it processed.
-func (c *crypter) run(gen uint64, own, parts int) int64 {
+// finish takes part in the batch in slot s until it is done: it claims
+// what is left of it, then (while helpers finish their last units of it)
+// units of the batch in the other slot if one is published, and blocks
+// only when there is nothing left to claim.
+func (c *crypter) finish(s int) {
+	sl := &c.slots[s]
+	if sl.ended {
+		return
+	}
+	sl.mine += c.runAll(sl, 0)
+	c.add(sl, sl.mine)
+	other := &c.slots[s^1]
+	for !sl.ended && sl.done.Load() < sl.n && !other.ended && other.shares != nil {
+		if !c.runOne(other) {
+			break
+		}
+		other.mine++
+	}
+	if !sl.ended {
+		<-sl.finished
+		sl.ended = true
+	}
+}
+
+// add adds k units the caller processed in sl to its done counter; if that
+// completes the batch, no helper will signal it.
+func (c *crypter) add(sl *slot, k int64) {
+	sl.mine = 0
+	if k > 0 && sl.done.Add(k) == sl.n {
+		sl.ended = true
+	}
+}
+
+// runAll processes units of the caller's batch in sl until none is left
+// to claim, starting with share own, and returns how many it processed.
+func (c *crypter) runAll(sl *slot, own int) int64 {
+	info := sl.info.Load()
+	return c.run(sl, info>>32, own, int(info>>unitBits&partsMask))
+}
+
+// run processes units of batch gen in sl until none is left to claim,
+// share own first, then the others' in turn, and returns how many it
+// processed.
+func (c *crypter) run(sl *slot, gen uint64, own, parts int) int64 {
 	var k int64
 	for i := range parts {
-		s := &c.shares[(own+i)%parts]
+		s := &sl.shares[(own+i)%parts]
 		for {
 			u, ok := s.claim(gen)
 			if !ok {
 				break
 			}
-			c.process(u)
+			c.process(&sl.units[u])
 			k++
 		}
 	}
 	return k
 }
 
-// help is a pool goroutine's part in batch j.gen. One that arrives after
-// the batch is over finds nothing to claim and touches nothing.
-func (c *crypter) help(j job) {
-	k := c.run(j.gen, j.share, j.parts)
-	if k > 0 && c.done.Add(k) == int64(j.n) {
-		c.finished <- struct{}{}
+// runOne processes one unit of the caller's batch in sl, if one is left
+// to claim.
+func (c *crypter) runOne(sl *slot) bool {
+	info := sl.info.Load()
+	gen, parts := info>>32, int(info>>unitBits&partsMask)
+	for i := range parts {
+		if u, ok := sl.shares[i].claim(gen); ok {
+			c.process(&sl.units[u])
+			return true
+		}
 	}
+	return false
+}
+
+// help is a pool goroutine's part in the crypter's batches: it works on
+// the older published batch, then the newer, and again, until neither has
+// a unit left to claim. One that arrives after its batch is over finds
+// nothing to claim and touches nothing.
+func (c *crypter) help(home int) {
+	for {
+		a, b := &c.slots[0], &c.slots[1]
+		if b.info.Load()>>32 == (a.info.Load()>>32-1)&genMask {
+			a, b = b, a // b is older
+		}
+		if !c.helpIn(a, home) && !c.helpIn(b, home) {
+			return
+		}
+	}
+}
+
+// helpIn is help in one slot. It reports whether it processed a unit.
+func (c *crypter) helpIn(sl *slot, home int) bool {
+	info := sl.info.Load()
+	parts, n := int(info>>unitBits&partsMask), int64(info&unitMask)
+	if parts == 0 {
+		return false
+	}
+	k := c.run(sl, info>>32, home%parts, parts)
+	if k > 0 && sl.done.Add(k) == n {
+		sl.finished <- struct{}{}
+	}
+	return k > 0
 }
 
 // process seals or opens unit i. When opening from a source, the segment
 // is read just before it is opened, in parallel with the other units, and
 // is still in cache when decrypted.
-func (c *crypter) process(i int) {
-	u := &c.units[i]
+func (c *crypter) process(u *unit) {
 	if c.src != nil {
 		u.ok, u.err = false, nil
 		if n, err := c.src.ReadAt(u.src, u.off); n < len(u.src) {
@@ -202,11 +333,8 @@ func (c *crypter) process(i int) {
 }
 
 type job struct {
-	c     *crypter
-	gen   uint64
-	n     int // units in the batch
-	share int // the share to start with
-	parts int // shares in the batch
+	c    *crypter
+	home int // the share a helper starts with
 }
 
 var (
@@ -223,7 +351,7 @@ func startWorkers(n int) {
 	for ; workerCount < n; workerCount++ {
 		go func() {
 			for j := range work {
-				j.c.help(j)
+				j.c.help(j.home)
 			}
 		}()
 	}

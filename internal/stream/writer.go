@@ -2,6 +2,7 @@ package stream
 
 import (
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 
@@ -49,7 +50,10 @@ func NewWriter(dst io.Writer, keys Keys, purpose string, opts Options) (*Writer,
 	sw := &segWriter{
 		dst: dst, seg: seg, c: newCrypter(aead, hdr, batch, conc),
 		buf: make([]byte, batch*seg+1),
-		out: make([]byte, batch*(seg+TagSize)),
+	}
+	sw.out[0] = make([]byte, batch*(seg+TagSize))
+	if conc > 1 {
+		sw.out[1] = make([]byte, batch*(seg+TagSize))
 	}
 	w := &Writer{hdr: h, seg: sw}
 	switch opts.Compression {
@@ -162,8 +166,12 @@ type segWriter struct {
 	c     *crypter
 	buf   []byte // batch*seg + 1 bytes
 	n     int
-	out   []byte // batch sealed segments
-	index int64  // index of the next segment to seal
+	out   [2][]byte // sealed segments of a batch, one buffer per crypter slot
+	index int64     // index of the next segment to seal
+
+	// The batch submitted and not yet written (see submit).
+	pending                            bool
+	pendingSlot, pendingK, pendingSize int
 }
 
 // capacity is the most plaintext kept between calls.
@@ -204,12 +212,15 @@ func (s *segWriter) Write(p []byte) (int, error) {
 			p = p[s.seg:]
 			k++
 		}
-		if err := s.seal(k, false); err != nil {
+		if err := s.submit(k, false); err != nil {
 			return total - len(p), err
 		}
 		if len(p) <= s.seg {
 			break
 		}
+	}
+	if err := s.flush(); err != nil {
+		return total - len(p), err
 	}
 	s.n = copy(s.buf, p)
 	return total, nil
@@ -280,24 +291,68 @@ func (s *segWriter) close() error {
 // seal seals units[:k] (srcs set by the caller) as the next k segments, the
 // last of them flagged last if last is set, and writes them to dst.
 func (s *segWriter) seal(k int, last bool) error {
+	if err := s.submit(k, last); err != nil {
+		return err
+	}
+	return s.flush()
+}
+
+// submit is seal, pipelined: with more than one core it may return while
+// the batch is still being sealed, after writing the batch before it, so
+// the caller can fill the next batch meanwhile. Until flush, the pending
+// batch's sources must not change. On error nothing is left pending.
+func (s *segWriter) submit(k int, last bool) error {
 	if k == 0 {
 		return nil
 	}
 	if s.index+int64(k) > MaxSegments {
-		return fmt.Errorf("stream exceeds %d segments of %d bytes; use a larger segment size", int64(MaxSegments), s.seg)
+		return errors.Join(fmt.Errorf("stream exceeds %d segments of %d bytes; use a larger segment size", int64(MaxSegments), s.seg), s.flush())
 	}
+	slot, out := s.c.cur, s.out[s.c.cur]
 	size := 0
 	for i := range k {
 		u := &s.c.units[i]
 		u.setNonce(uint32(s.index+int64(i)), last && i == k-1)
-		u.dst = s.out[size:size]
+		u.dst = out[size:size]
 		size += len(u.src) + TagSize
 	}
-	s.c.do(k, false, nil)
-	for i := range k {
-		s.c.units[i].src = nil
-	}
 	s.index += int64(k)
-	_, err := s.dst.Write(s.out[:size])
+	if !s.c.parallel(k) {
+		s.c.inline(k)
+		clearSources(s.c.units[:k])
+		if err := s.flush(); err != nil {
+			return err
+		}
+		_, err := s.dst.Write(out[:size])
+		return err
+	}
+	s.c.publish(k)
+	err := s.flush() // the batch before, while helpers start on this one
+	s.pending, s.pendingK, s.pendingSize = true, k, size
+	s.pendingSlot = slot
+	if err != nil {
+		s.pending = false
+		s.c.finish(slot)
+		clearSources(s.c.slots[slot].units[:k])
+	}
 	return err
+}
+
+// flush waits for the pending batch, if any, and writes it.
+func (s *segWriter) flush() error {
+	if !s.pending {
+		return nil
+	}
+	s.pending = false
+	s.c.finish(s.pendingSlot)
+	clearSources(s.c.slots[s.pendingSlot].units[:s.pendingK])
+	_, err := s.dst.Write(s.out[s.pendingSlot][:s.pendingSize])
+	return err
+}
+
+// clearSources drops the units' references to the caller's plaintext.
+func clearSources(units []unit) {
+	for i := range units {
+		units[i].src = nil
+	}
 }
