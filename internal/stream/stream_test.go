@@ -8,6 +8,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"path/filepath"
+	"runtime"
+	"sync"
 	"testing"
 
 	"github.com/cachecrypt/cachecrypt/dek"
@@ -311,5 +313,55 @@ func TestLargeWrites(t *testing.T) {
 				require.True(t, bytes.Equal(pt, got), "%s conc=%d seg=%d", c, conc, seg)
 			}
 		}
+	}
+}
+
+// TestConcurrentStreams runs several Writers and Readers at once: they
+// share the process's pool of helper goroutines, so jobs of one stream
+// queue behind another's and helpers arrive late to batches that are
+// over. Every stream must still round trip (run it with -race).
+func TestConcurrentStreams(t *testing.T) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		prev := runtime.GOMAXPROCS(2)
+		t.Cleanup(func() { runtime.GOMAXPROCS(prev) })
+	}
+	keys, _ := newKeyring(t, "disk-a", kektest.New("a"))
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := range 8 {
+		wg.Go(func() {
+			pt := randBytes(700000+i*4099, uint64(100+i))
+			var buf bytes.Buffer
+			w, err := stream.NewWriter(&buf, keys, purpose, stream.Options{SegmentSize: 4096, Concurrency: 2 + i%3})
+			if err == nil {
+				_, err = w.Write(pt)
+			}
+			if err == nil {
+				err = w.Close()
+			}
+			if err != nil {
+				errs <- err
+				return
+			}
+			r, err := stream.NewReader(bytes.NewReader(buf.Bytes()), int64(buf.Len()), keys, purpose)
+			if err != nil {
+				errs <- err
+				return
+			}
+			var out bytes.Buffer
+			if _, err := r.WriteTo(&out); err != nil || !bytes.Equal(pt, out.Bytes()) {
+				errs <- fmt.Errorf("stream %d: WriteTo: %v, equal %v", i, err, bytes.Equal(pt, out.Bytes()))
+				return
+			}
+			got := make([]byte, len(pt)-10)
+			if _, err := r.ReadAt(got, 10); err != nil || !bytes.Equal(pt[10:], got) {
+				errs <- fmt.Errorf("stream %d: ReadAt: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }
