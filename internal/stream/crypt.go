@@ -84,9 +84,10 @@ type crypter struct {
 	open bool
 	src  io.ReaderAt // open: if set, each unit's ciphertext is read first
 
-	slots [2]slot
-	cur   int    // the slot the caller fills next
-	gen   uint64 // generation of the latest batch, owned by the caller
+	slots  [2]slot
+	active atomic.Int32 // pool helpers inside help for this crypter
+	cur    int          // the slot the caller fills next
+	gen    uint64       // generation of the latest batch, owned by the caller
 }
 
 // slot holds one batch in flight.
@@ -192,7 +193,9 @@ func (c *crypter) publish(n int) {
 		sl.shares[p].state.Store(c.gen<<(2*unitBits) | lo<<unitBits | hi)
 	}
 	sl.info.Store(c.gen<<32 | uint64(parts)<<unitBits | uint64(n))
-	for p := 1; p < parts; p++ {
+	// Helpers still at work on the other batch move on to this one by
+	// themselves: wake pool goroutines only for the rest.
+	for p := 1; p < parts-int(c.active.Load()); p++ {
 		select {
 		case work <- job{c, p}:
 		default: // every pool goroutine is busy: the others steal this share
@@ -282,15 +285,44 @@ func (c *crypter) runOne(sl *slot) bool {
 // a unit left to claim. One that arrives after its batch is over finds
 // nothing to claim and touches nothing.
 func (c *crypter) help(home int) {
+	c.active.Add(1)
 	for {
-		a, b := &c.slots[0], &c.slots[1]
-		if b.info.Load()>>32 == (a.info.Load()>>32-1)&genMask {
-			a, b = b, a // b is older
+		for c.helpOnce(home) {
 		}
-		if !c.helpIn(a, home) && !c.helpIn(b, home) {
+		c.active.Add(-1)
+		// A batch published while this helper still counted as active
+		// woke nobody for it: look once more before leaving.
+		if !c.claimable() {
 			return
 		}
+		c.active.Add(1)
 	}
+}
+
+// helpOnce works on the older published batch, then the newer, until
+// neither has a unit left to claim, and reports whether it processed any.
+func (c *crypter) helpOnce(home int) bool {
+	a, b := &c.slots[0], &c.slots[1]
+	if b.info.Load()>>32 == (a.info.Load()>>32-1)&genMask {
+		a, b = b, a // b is older
+	}
+	return c.helpIn(a, home) || c.helpIn(b, home)
+}
+
+// claimable reports whether a published batch has a unit left to claim.
+func (c *crypter) claimable() bool {
+	for i := range c.slots {
+		sl := &c.slots[i]
+		info := sl.info.Load()
+		gen, parts := info>>32, int(info>>unitBits&partsMask)
+		for p := range parts {
+			v := sl.shares[p].state.Load()
+			if v>>(2*unitBits) == gen && v>>unitBits&unitMask < v&unitMask {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // helpIn is help in one slot. It reports whether it processed a unit.
