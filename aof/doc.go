@@ -22,7 +22,9 @@
 // opening costs no more than the tail. A Log holds an advisory lock on
 // NAME.lock: one Log per directory. Append is safe for concurrent use and group-commits: appends that
 // arrive while a write is in flight are sealed into one frame and written
-// with one system call. The fsync policies are those of Redis' appendfsync.
+// with one system call, and an appender about to take a group yields once
+// when other appenders are about, so that they join it (on one core a
+// write never gives up the processor, and no group would form). The fsync policies are those of Redis' appendfsync.
 //
 // A write that fails (ENOSPC, EIO, a short write) may have put part of a
 // frame in the file. The log then refuses every later Append, Sync and

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"time"
 
@@ -142,6 +143,7 @@ type Log struct {
 	bufs      [][]byte // free plaintext buffers
 	outs      [][]byte // free frame buffers
 	pendGroup *group
+	appending int // goroutines inside Append, past the refusal checks
 	free      []*group
 	dirty     bool  // written since the last fsync
 	syncErr   error // last background fsync failed (everysec)
@@ -296,7 +298,9 @@ func (l *Log) Append(p []byte) error {
 	g := l.pendGroup
 	g.waiters++
 	l.pend = append(l.pend, p...)
+	l.appending++
 	err := l.await(g)
+	l.appending--
 	l.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("aof.Append: %w", err)
@@ -307,8 +311,23 @@ func (l *Log) Append(p []byte) error {
 // await waits until g is written, sealing and writing pending groups
 // whenever the sealing stage is free. l.mu is held.
 func (l *Log) await(g *group) error {
+	yielded := false
 	for !g.done {
 		if l.canLead() && len(l.pend) > 0 {
+			if !yielded && l.appending > l.pendGroup.waiters {
+				// Other appenders are between their last group and
+				// this one (woken, not yet run): let them add their
+				// appends first, so that one frame and one write carry
+				// them all. On one core a write never yields the
+				// processor, so without this no group ever forms. Once
+				// per Append, and only with appenders about: a lone
+				// appender never waits here.
+				yielded = true
+				l.mu.Unlock()
+				runtime.Gosched()
+				l.mu.Lock()
+				continue
+			}
 			l.sealing = true
 			l.writePending()
 			continue

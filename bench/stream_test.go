@@ -69,6 +69,7 @@ func ceiling(b *testing.B, n int, open bool) {
 	}
 	b.SetBytes(streamSize)
 	b.ReportAllocs()
+	defer reportCPU(b)()
 	for b.Loop() {
 		var wg sync.WaitGroup
 		for w := range n {
@@ -156,6 +157,7 @@ func BenchmarkStreamSeal(b *testing.B) {
 		b.Run(v.name+"/impl=cachecrypt", func(b *testing.B) {
 			b.SetBytes(streamSize)
 			b.ReportAllocs()
+			defer reportCPU(b)()
 			for b.Loop() {
 				if err := sealCachecrypt(io.Discard, v); err != nil {
 					b.Fatal(err)
@@ -208,6 +210,7 @@ func BenchmarkStreamOpen(b *testing.B) {
 			src := bytes.NewReader(ct.Bytes())
 			b.SetBytes(streamSize)
 			b.ReportAllocs()
+			defer reportCPU(b)()
 			for b.Loop() {
 				r, err := stream.NewReader(src, int64(ct.Len()), keys{}, "bench")
 				if err != nil {
@@ -259,3 +262,18 @@ func BenchmarkStreamOpen(b *testing.B) {
 }
 
 var _ = fmt.Sprint
+
+// reportCPU starts counting the process's CPU time (user+sys, all threads)
+// and returns the function that reports it as cpu-ns/op once the loop is
+// done: beside ns/op it shows what a parallel engine costs in cores, which
+// wall time hides (a goroutine that spins is fast on the clock and
+// expensive on the bill). Call it as defer reportCPU(b)() just before
+// b.Loop.
+func reportCPU(b *testing.B) func() {
+	start := cpuNs()
+	return func() {
+		if b.N > 0 {
+			b.ReportMetric(float64(cpuNs()-start)/float64(b.N), "cpu-ns/op")
+		}
+	}
+}

@@ -30,6 +30,7 @@ type Reader struct {
 	mu     sync.Mutex // guards everything below
 	c      *crypter
 	ct     []byte    // ciphertext of one batch
+	ct2    []byte    // a second batch, for WriteTo's pipeline (see writeBatches)
 	cur    []byte    // plaintext of segment curIdx
 	curIdx int64     // -1 when cur holds nothing
 	off    int64     // Read/Seek offset
@@ -236,11 +237,20 @@ func (r *Reader) openInto(dst []byte, first int64, k int) (int, error) {
 // how many segments, from the first, authenticated; the output of the
 // others is zeroed.
 func (r *Reader) openBatch(dst []byte, first int64, k int) (int, error) {
+	r.prepare(r.ct, dst, first, k)
+	r.c.do(k, true, r.src)
+	return r.check(r.c.units, dst, first, k)
+}
+
+// prepare sets up r.c.units[:k] to read and open k full middle segments
+// starting at first into dst (k*seg bytes), or in place in ct when dst is
+// nil.
+func (r *Reader) prepare(ct, dst []byte, first int64, k int) {
 	ctLen := int(r.seg + TagSize)
 	seg := int(r.seg)
 	for j := range k {
 		u := &r.c.units[j]
-		u.src = r.ct[j*ctLen : (j+1)*ctLen]
+		u.src = ct[j*ctLen : (j+1)*ctLen]
 		u.off = r.hdrLen + (first+int64(j))*int64(ctLen)
 		if dst == nil {
 			u.dst = u.src[:0:seg]
@@ -249,9 +259,14 @@ func (r *Reader) openBatch(dst []byte, first int64, k int) (int, error) {
 		}
 		u.setNonce(uint32(first+int64(j)), false)
 	}
-	r.c.do(k, true, r.src)
+}
+
+// check returns how many of the k opened units, from the first, are
+// authenticated, and why the next one is not; it zeroes dst from there.
+func (r *Reader) check(units []unit, dst []byte, first int64, k int) (int, error) {
+	seg := int(r.seg)
 	for j := range k {
-		u := &r.c.units[j]
+		u := &units[j]
 		if u.ok {
 			continue
 		}
@@ -370,6 +385,12 @@ func (r *Reader) writeTo(w io.Writer) (int64, error) {
 		}
 	}
 	ctLen := int(r.seg + TagSize)
+	if r.c.slots[1].units != nil && r.nseg-1-r.off/r.seg > int64(len(r.c.units)) {
+		if err := r.writeBatches(write); err != nil {
+			return total, err
+		}
+		return total, write(r.lastBuf[r.off-(r.nseg-1)*r.seg:])
+	}
 	for i := r.off / r.seg; i < r.nseg-1; {
 		k := int(min(int64(len(r.c.units)), r.nseg-1-i))
 		m, err := r.openBatch(nil, i, k)
@@ -387,6 +408,56 @@ func (r *Reader) writeTo(w io.Writer) (int64, error) {
 	}
 	clear(r.ct)
 	return total, write(r.lastBuf[r.off-(r.nseg-1)*r.seg:])
+}
+
+// writeBatches is writeTo's loop over the whole middle segments from the
+// offset on, pipelined (see crypter): batch b+1 is read and opened while
+// batch b's last units finish, then b is written out. It needs a second
+// ciphertext buffer, allocated on first use. Only authenticated segments
+// are written, in order; on failure nothing opened after them is.
+func (r *Reader) writeBatches(write func([]byte) error) error {
+	if r.ct2 == nil {
+		r.ct2 = make([]byte, len(r.ct))
+	}
+	cts := [2][]byte{r.ct, r.ct2}
+	defer clear(r.ct2)
+	defer clear(r.ct)
+	ctLen, seg := int(r.seg+TagSize), int(r.seg)
+	type batch struct {
+		slot, k int
+		first   int64
+	}
+	var prev batch
+	pending := false
+	r.c.open, r.c.src = true, r.src
+	for i := r.off / r.seg; i < r.nseg-1 || pending; {
+		var cur batch
+		if i < r.nseg-1 {
+			k := int(min(int64(len(r.c.units)), r.nseg-1-i))
+			cur = batch{r.c.cur, k, i}
+			r.prepare(cts[cur.slot], nil, i, k)
+			r.c.publish(k)
+			i += int64(k)
+		}
+		if pending {
+			r.c.finish(prev.slot)
+			m, err := r.check(r.c.slots[prev.slot].units, nil, prev.first, prev.k)
+			for j := 0; j < m; j++ {
+				if werr := write(cts[prev.slot][j*ctLen : j*ctLen+seg]); werr != nil {
+					err = werr
+					break
+				}
+			}
+			if err != nil {
+				if cur.k > 0 {
+					r.c.finish(cur.slot)
+				}
+				return err
+			}
+		}
+		prev, pending = cur, cur.k > 0
+	}
+	return nil
 }
 
 // Verify authenticates every segment of the stream without returning any

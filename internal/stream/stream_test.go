@@ -8,6 +8,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"path/filepath"
+	"runtime"
+	"sync"
 	"testing"
 
 	"github.com/cachecrypt/cachecrypt/dek"
@@ -281,3 +283,85 @@ func TestWrongKeys(t *testing.T) {
 
 var _ = kek.ErrKeyMismatch
 var _ = errors.Is
+
+// TestLargeWrites writes plaintexts in pieces large enough to be sealed
+// straight from the caller's buffer and, with s2, compressed in place by
+// parallel block encoders, mixed with small pieces that are buffered, at
+// several concurrencies and segment sizes (one larger than the direct-seal
+// threshold), and reads them back.
+func TestLargeWrites(t *testing.T) {
+	keys, _ := newKeyring(t, "disk-a", kektest.New("a"))
+	pt := append(randBytes(3<<20+777, 5), bytes.Repeat([]byte("squeeze me "), 400000)...)
+	pieces := []int{100, 5 << 20, 3, 1 << 20, 70000, 2<<20 + 1}
+	for _, c := range []stream.Compression{stream.None, stream.S2} {
+		for _, conc := range []int{1, 2, 3, 8} {
+			for _, seg := range []int{4096, 64 << 10, 3 << 20} {
+				var buf bytes.Buffer
+				w, err := stream.NewWriter(&buf, keys, purpose, stream.Options{SegmentSize: seg, Compression: c, Concurrency: conc})
+				require.NoError(t, err)
+				rest := pt
+				for i := 0; len(rest) > 0; i++ {
+					n := min(pieces[i%len(pieces)], len(rest))
+					m, err := w.Write(rest[:n])
+					require.NoError(t, err)
+					require.Equal(t, n, m)
+					rest = rest[n:]
+				}
+				require.NoError(t, w.Close())
+				got, err := io.ReadAll(open(t, keys, buf.Bytes()))
+				require.NoError(t, err)
+				require.True(t, bytes.Equal(pt, got), "%s conc=%d seg=%d", c, conc, seg)
+			}
+		}
+	}
+}
+
+// TestConcurrentStreams runs several Writers and Readers at once: they
+// share the process's pool of helper goroutines, so jobs of one stream
+// queue behind another's and helpers arrive late to batches that are
+// over. Every stream must still round trip (run it with -race).
+func TestConcurrentStreams(t *testing.T) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		prev := runtime.GOMAXPROCS(2)
+		t.Cleanup(func() { runtime.GOMAXPROCS(prev) })
+	}
+	keys, _ := newKeyring(t, "disk-a", kektest.New("a"))
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := range 8 {
+		wg.Go(func() {
+			pt := randBytes(700000+i*4099, uint64(100+i))
+			var buf bytes.Buffer
+			w, err := stream.NewWriter(&buf, keys, purpose, stream.Options{SegmentSize: 4096, Concurrency: 2 + i%3})
+			if err == nil {
+				_, err = w.Write(pt)
+			}
+			if err == nil {
+				err = w.Close()
+			}
+			if err != nil {
+				errs <- err
+				return
+			}
+			r, err := stream.NewReader(bytes.NewReader(buf.Bytes()), int64(buf.Len()), keys, purpose)
+			if err != nil {
+				errs <- err
+				return
+			}
+			var out bytes.Buffer
+			if _, err := r.WriteTo(&out); err != nil || !bytes.Equal(pt, out.Bytes()) {
+				errs <- fmt.Errorf("stream %d: WriteTo: %v, equal %v", i, err, bytes.Equal(pt, out.Bytes()))
+				return
+			}
+			got := make([]byte, len(pt)-10)
+			if _, err := r.ReadAt(got, 10); err != nil || !bytes.Equal(pt[10:], got) {
+				errs <- fmt.Errorf("stream %d: ReadAt: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"runtime"
 	"testing"
 
 	"github.com/cachecrypt/cachecrypt/dek"
@@ -180,3 +181,44 @@ func requireNoPlaintext(t *testing.T, b []byte) {
 }
 
 var _ = errors.Is
+
+// TestWriteToPipelined reads streams of many batches with WriteTo, whose
+// batches are pipelined when there is more than one core: a clean stream
+// round trips, and a segment damaged in a later batch stops the output
+// exactly before it, whatever batch it falls in, with ErrAuthentication.
+func TestWriteToPipelined(t *testing.T) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		prev := runtime.GOMAXPROCS(2) // the pipeline needs two cores' worth of Ps
+		t.Cleanup(func() { runtime.GOMAXPROCS(prev) })
+	}
+	keys, _ := newKeyring(t, "disk-a", kektest.New("a"))
+	const seg = 16 // 1024 segments per goroutine per batch: many batches
+	pt := randBytes(seg*9000+7, 9)
+	var buf bytes.Buffer
+	w, err := stream.NewWriter(&buf, keys, purpose, stream.Options{SegmentSize: seg})
+	require.NoError(t, err)
+	_, err = w.Write(pt)
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+	ct := buf.Bytes()
+	hdr := w.Header().Len()
+
+	var out bytes.Buffer
+	n, err := open(t, keys, ct).WriteTo(&out)
+	require.NoError(t, err)
+	require.Equal(t, int64(len(pt)), n)
+	require.True(t, bytes.Equal(pt, out.Bytes()))
+
+	for _, bad := range []int{0, 1023, 2048, 4095, 5000, 8998} {
+		damaged := bytes.Clone(ct)
+		damaged[hdr+bad*(seg+stream.TagSize)+3] ^= 1
+		out.Reset()
+		r := open(t, keys, damaged)
+		_, err := r.Seek(5, io.SeekStart) // a partial first segment, then whole ones
+		require.NoError(t, err)
+		n, err := r.WriteTo(&out)
+		require.ErrorIs(t, err, stream.ErrAuthentication, "segment %d", bad)
+		require.Equal(t, int64(max(0, bad*seg-5)), n, "segment %d", bad)
+		require.True(t, bytes.Equal(pt[5:5+n], out.Bytes()), "segment %d", bad)
+	}
+}

@@ -2,6 +2,7 @@ package stream
 
 import (
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 
@@ -16,7 +17,11 @@ type Writer struct {
 	hdr Header
 	seg *segWriter
 	z   io.WriteCloser // compressor in front of seg, or nil
+	s2  *s2.Writer     // z, when it is s2 compressing blocks in parallel
 	err error
+	// s2Direct is the smallest Write that s2 encodes in place, block by
+	// block in parallel, instead of copying it into its block buffers.
+	s2Direct int
 }
 
 // NewWriter writes the header of a new stream to dst and returns a Writer
@@ -45,14 +50,21 @@ func NewWriter(dst io.Writer, keys Keys, purpose string, opts Options) (*Writer,
 	sw := &segWriter{
 		dst: dst, seg: seg, c: newCrypter(aead, hdr, batch, conc),
 		buf: make([]byte, batch*seg+1),
-		out: make([]byte, batch*(seg+TagSize)),
+	}
+	sw.out[0] = make([]byte, batch*(seg+TagSize))
+	if conc > 1 {
+		sw.out[1] = make([]byte, batch*(seg+TagSize))
 	}
 	w := &Writer{hdr: h, seg: sw}
 	switch opts.Compression {
 	case Zstd:
 		w.z, err = zstd.NewWriter(sw, zstd.WithEncoderConcurrency(conc))
 	case S2:
-		w.z = s2.NewWriter(sw, s2.WriterConcurrency(conc))
+		z := s2.NewWriter(sw, s2.WriterConcurrency(conc))
+		w.z = z
+		if conc > 1 {
+			w.s2, w.s2Direct = z, conc*s2BlockSize
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("stream.NewWriter: %w", err)
@@ -71,15 +83,36 @@ func (w *Writer) Write(p []byte) (int, error) {
 		return 0, w.err
 	}
 	var n int
-	if w.z != nil {
+	switch {
+	case w.s2 != nil && len(p) >= w.s2Direct:
+		n, w.err = w.encodeS2(p)
+	case w.z != nil:
 		n, w.err = w.z.Write(p)
-	} else {
+	default:
 		n, w.err = w.seg.Write(p)
 	}
 	if w.err != nil {
 		w.err = fmt.Errorf("stream.Writer.Write: %w", w.err)
 	}
 	return n, w.err
+}
+
+// s2BlockSize is the s2 writer's block size (its default): the unit its
+// goroutines compress in parallel.
+const s2BlockSize = 1 << 20
+
+// encodeS2 compresses a large p with s2 in place: its blocks are
+// compressed in parallel straight from p (no copy into s2's buffers), and
+// sealed as they come out. It returns once all of p is sealed, so p is not
+// retained.
+func (w *Writer) encodeS2(p []byte) (int, error) {
+	if err := w.s2.EncodeBuffer(p); err != nil {
+		return 0, err
+	}
+	if err := w.s2.Flush(); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 // ReadFrom encrypts everything r yields until io.EOF, reading straight into
@@ -133,16 +166,29 @@ type segWriter struct {
 	c     *crypter
 	buf   []byte // batch*seg + 1 bytes
 	n     int
-	out   []byte // batch sealed segments
-	index int64  // index of the next segment to seal
+	out   [2][]byte // sealed segments of a batch, one buffer per crypter slot
+	index int64     // index of the next segment to seal
+
+	// The batch submitted and not yet written (see submit).
+	pending                            bool
+	pendingSlot, pendingK, pendingSize int
 }
 
 // capacity is the most plaintext kept between calls.
 func (s *segWriter) capacity() int { return len(s.buf) - 1 }
 
+// directSeal is the smallest Write whose whole segments are sealed straight
+// from p rather than copied into the buffer first: the copy is a serial
+// step that bounds how far sealing scales with cores, and a write this
+// large is a batch of its own. (A compressor's output arrives in chunks of
+// about its block size.)
+const directSeal = 1 << 20
+
 func (s *segWriter) Write(p []byte) (int, error) {
 	total := len(p)
-	if s.n+len(p) <= s.capacity() {
+	// At least two segments, so that completing a buffered partial segment
+	// leaves a whole one to seal.
+	if s.n+len(p) <= s.capacity() && len(p) < max(directSeal, 2*s.seg) {
 		s.n += copy(s.buf[s.n:], p)
 		return total, nil
 	}
@@ -166,12 +212,15 @@ func (s *segWriter) Write(p []byte) (int, error) {
 			p = p[s.seg:]
 			k++
 		}
-		if err := s.seal(k, false); err != nil {
+		if err := s.submit(k, false); err != nil {
 			return total - len(p), err
 		}
 		if len(p) <= s.seg {
 			break
 		}
+	}
+	if err := s.flush(); err != nil {
+		return total - len(p), err
 	}
 	s.n = copy(s.buf, p)
 	return total, nil
@@ -242,24 +291,68 @@ func (s *segWriter) close() error {
 // seal seals units[:k] (srcs set by the caller) as the next k segments, the
 // last of them flagged last if last is set, and writes them to dst.
 func (s *segWriter) seal(k int, last bool) error {
+	if err := s.submit(k, last); err != nil {
+		return err
+	}
+	return s.flush()
+}
+
+// submit is seal, pipelined: with more than one core it may return while
+// the batch is still being sealed, after writing the batch before it, so
+// the caller can fill the next batch meanwhile. Until flush, the pending
+// batch's sources must not change. On error nothing is left pending.
+func (s *segWriter) submit(k int, last bool) error {
 	if k == 0 {
 		return nil
 	}
 	if s.index+int64(k) > MaxSegments {
-		return fmt.Errorf("stream exceeds %d segments of %d bytes; use a larger segment size", int64(MaxSegments), s.seg)
+		return errors.Join(fmt.Errorf("stream exceeds %d segments of %d bytes; use a larger segment size", int64(MaxSegments), s.seg), s.flush())
 	}
+	slot, out := s.c.cur, s.out[s.c.cur]
 	size := 0
 	for i := range k {
 		u := &s.c.units[i]
 		u.setNonce(uint32(s.index+int64(i)), last && i == k-1)
-		u.dst = s.out[size:size]
+		u.dst = out[size:size]
 		size += len(u.src) + TagSize
 	}
-	s.c.do(k, false, nil)
-	for i := range k {
-		s.c.units[i].src = nil
-	}
 	s.index += int64(k)
-	_, err := s.dst.Write(s.out[:size])
+	if !s.c.parallel(k) {
+		s.c.inline(k)
+		clearSources(s.c.units[:k])
+		if err := s.flush(); err != nil {
+			return err
+		}
+		_, err := s.dst.Write(out[:size])
+		return err
+	}
+	s.c.publish(k)
+	err := s.flush() // the batch before, while helpers start on this one
+	s.pending, s.pendingK, s.pendingSize = true, k, size
+	s.pendingSlot = slot
+	if err != nil {
+		s.pending = false
+		s.c.finish(slot)
+		clearSources(s.c.slots[slot].units[:k])
+	}
 	return err
+}
+
+// flush waits for the pending batch, if any, and writes it.
+func (s *segWriter) flush() error {
+	if !s.pending {
+		return nil
+	}
+	s.pending = false
+	s.c.finish(s.pendingSlot)
+	clearSources(s.c.slots[s.pendingSlot].units[:s.pendingK])
+	_, err := s.dst.Write(s.out[s.pendingSlot][:s.pendingSize])
+	return err
+}
+
+// clearSources drops the units' references to the caller's plaintext.
+func clearSources(units []unit) {
+	for i := range units {
+		units[i].src = nil
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -246,6 +247,17 @@ func TestParseFlags(t *testing.T) {
 		_, err := parseFlags(bad)
 		assert.Error(t, err, "%q", bad)
 	}
+}
+
+func TestSweep(t *testing.T) {
+	assert.Equal(t, []int{1}, sweep(1))
+	assert.Equal(t, []int{1, 2}, sweep(2))
+	assert.Equal(t, []int{1, 2, 3}, sweep(3))
+	assert.Equal(t, []int{1, 2, 4, 8, 16}, sweep(16))
+	assert.Equal(t, []int{1, 2, 4, 8, 16, 64}, sweep(64))
+	cfg, err := parseFlags([]string{"-procs", "sweep"})
+	require.NoError(t, err)
+	assert.Equal(t, sweep(runtime.NumCPU()), cfg.procs)
 }
 
 func TestFormatNum(t *testing.T) {

@@ -10,6 +10,7 @@
 //	go run -C bench ./cmd/benchreport              # full matrix, bench/out/
 //	go run -C bench ./cmd/benchreport -quick       # smoke run, about a minute
 //	go run -C bench ./cmd/benchreport -readme      # also refresh bench/README.md
+//	go run -C bench ./cmd/benchreport -procs sweep # GOMAXPROCS 1,2,4,8,16 up to the CPUs here
 //
 // bench/README.md documents the naming convention that tells the harness
 // which benchmark is the baseline of which.
@@ -63,7 +64,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.bench, "bench", ".", "benchmark `regexp` passed to go test -bench")
 	fs.IntVar(&cfg.count, "count", 5, "runs of each benchmark per GOMAXPROCS; the report shows the median")
 	fs.StringVar(&cfg.benchtime, "benchtime", "1s", "go test -benchtime for each run")
-	fs.StringVar(&procs, "procs", "1,2", "comma-separated GOMAXPROCS values, one go test process each")
+	fs.StringVar(&procs, "procs", "1,2", "comma-separated GOMAXPROCS values, one go test process each; \"sweep\" is 1,2,4,8,16 up to this machine's CPUs (and its CPU count)")
 	fs.StringVar(&cfg.pkg, "pkg", ".", "package pattern inside the bench module")
 	fs.StringVar(&cfg.out, "out", "", "output `dir` (default: out/ in the bench module)")
 	fs.StringVar(&cfg.from, "from", "", "build the report from the raw-gomaxprocs-N.txt files in `dir` instead of running benchmarks")
@@ -88,14 +89,34 @@ func parseFlags(args []string) (config, error) {
 	if cfg.count < 1 {
 		return cfg, fmt.Errorf("benchreport: -count %d: need at least one run", cfg.count)
 	}
+	if procs == "sweep" {
+		cfg.procs = sweep(runtime.NumCPU())
+		return cfg, nil
+	}
 	for _, p := range strings.Split(procs, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(p))
 		if err != nil || n < 1 {
-			return cfg, fmt.Errorf("benchreport: -procs %q: want positive integers such as 1,2", procs)
+			return cfg, fmt.Errorf("benchreport: -procs %q: want positive integers such as 1,2, or sweep", procs)
+		}
+		if n > runtime.NumCPU() {
+			fmt.Fprintf(os.Stderr, "benchreport: warning: GOMAXPROCS=%d on a machine with %d CPUs measures time-sharing, not scaling\n", n, runtime.NumCPU())
 		}
 		cfg.procs = append(cfg.procs, n)
 	}
 	return cfg, nil
+}
+
+// sweep returns the GOMAXPROCS values -procs sweep runs on a machine of
+// cpus CPUs: 1, 2, 4, 8, 16 as far as it has them, then cpus itself.
+func sweep(cpus int) []int {
+	var ps []int
+	for p := 1; p <= min(cpus, 16); p *= 2 {
+		ps = append(ps, p)
+	}
+	if ps[len(ps)-1] != cpus {
+		ps = append(ps, cpus)
+	}
+	return ps
 }
 
 func run(ctx context.Context, cfg config, start time.Time) error {
