@@ -68,23 +68,42 @@ func (i *Instance) locatePlatformKey() (platformKey, error) {
 	if p := i.cfg.PlatformKeyFile; p != "" {
 		return platformKey{path: p}, i.outsideData(p, "Config.PlatformKeyFile")
 	}
-	if d := os.Getenv("CREDENTIALS_DIRECTORY"); d != "" {
-		if p := filepath.Join(d, PlatformCredential); fileExists(p) {
-			return platformKey{path: p, readOnly: true}, nil
-		}
+	if p, ok := credentialKey(); ok {
+		return platformKey{path: p, readOnly: true}, nil
 	}
-	store, err := PlatformStore()
+	entry, err := i.storeEntry()
 	if err != nil {
 		return platformKey{}, err
 	}
+	return platformKey{path: filepath.Join(entry, platformKeyName)}, nil
+}
+
+// credentialKey returns the path of the systemd credential that holds the
+// MMK, if the service has one.
+func credentialKey() (string, bool) {
+	d := os.Getenv("CREDENTIALS_DIRECTORY")
+	if d == "" {
+		return "", false
+	}
+	p := filepath.Join(d, PlatformCredential)
+	return p, fileExists(p)
+}
+
+// storeEntry returns the instance's directory in the platform key store
+// (not created), naming the instance first if it has no id yet.
+func (i *Instance) storeEntry() (string, error) {
+	store, err := PlatformStore()
+	if err != nil {
+		return "", err
+	}
 	if err := i.outsideData(store, PlatformStoreEnv); err != nil {
-		return platformKey{}, err
+		return "", err
 	}
 	id, err := i.instanceID()
 	if err != nil {
-		return platformKey{}, err
+		return "", err
 	}
-	return platformKey{path: filepath.Join(store, "instances", id, platformKeyName)}, nil
+	return filepath.Join(store, "instances", id), nil
 }
 
 // outsideData refuses a platform key path inside the instance directory
@@ -109,25 +128,32 @@ func (i *Instance) outsideData(p, what string) error {
 // instanceID returns the instance's name in the store, creating it for a
 // new instance (or one made before the store existed).
 func (i *Instance) instanceID() (string, error) {
-	path := filepath.Join(i.dir, instanceIDFile)
-	b, err := os.ReadFile(path)
-	if err == nil {
-		id := strings.TrimSpace(string(b))
-		if !validInstanceID(id) {
-			return "", fmt.Errorf("%s holds %q, not an instance id; restore it from a backup of the directory", path, b)
-		}
-		return id, nil
-	}
+	id, err := readInstanceID(i.dir)
 	if !errors.Is(err, fs.ErrNotExist) {
-		return "", err
+		return id, err
 	}
 	var rnd [16]byte
 	rand.Read(rnd[:])
-	id := "cc-" + hex.EncodeToString(rnd[:])
-	if err := atomicfile.WriteFile(i.cfg.fs, path, []byte(id+"\n"), 0o600); err != nil {
+	id = "cc-" + hex.EncodeToString(rnd[:])
+	if err := atomicfile.WriteFile(i.cfg.fs, filepath.Join(i.dir, instanceIDFile), []byte(id+"\n"), 0o600); err != nil {
 		return "", err
 	}
 	i.step("platform: instance id")
+	return id, nil
+}
+
+// readInstanceID reads DIR/instance-id; it fails with fs.ErrNotExist when
+// the instance has none yet.
+func readInstanceID(dir string) (string, error) {
+	path := filepath.Join(dir, instanceIDFile)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	id := strings.TrimSpace(string(b))
+	if !validInstanceID(id) {
+		return "", fmt.Errorf("%s holds %q, not an instance id; restore it from a backup of the directory", path, b)
+	}
 	return id, nil
 }
 
@@ -221,18 +247,15 @@ func PlatformKeyPath(dir string) (string, error) {
 	if fileExists(filepath.Join(dir, legacyPlatformKey)) {
 		return filepath.Join(dir, legacyPlatformKey), nil
 	}
-	if d := os.Getenv("CREDENTIALS_DIRECTORY"); d != "" {
-		if p := filepath.Join(d, PlatformCredential); fileExists(p) {
-			return p, nil
-		}
+	if p, ok := credentialKey(); ok {
+		return p, nil
 	}
-	b, err := os.ReadFile(filepath.Join(dir, instanceIDFile))
-	if err != nil {
+	id, err := readInstanceID(dir)
+	if errors.Is(err, fs.ErrNotExist) {
 		return "", fmt.Errorf("cachecrypt.PlatformKeyPath: %s has no %s: not an instance, or not opened yet: %w", dir, instanceIDFile, err)
 	}
-	id := strings.TrimSpace(string(b))
-	if !validInstanceID(id) {
-		return "", fmt.Errorf("cachecrypt.PlatformKeyPath: %s holds %q, not an instance id", filepath.Join(dir, instanceIDFile), b)
+	if err != nil {
+		return "", fmt.Errorf("cachecrypt.PlatformKeyPath: %w", err)
 	}
 	store, err := PlatformStore()
 	if err != nil {

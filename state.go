@@ -243,15 +243,10 @@ func (i *Instance) stateBase(pk platformKey) (string, error) {
 	if !pk.readOnly {
 		return pk.path + ".state", nil
 	}
-	store, err := PlatformStore()
+	dir, err := i.storeEntry()
 	if err != nil {
 		return "", err
 	}
-	id, err := i.instanceID()
-	if err != nil {
-		return "", err
-	}
-	dir := filepath.Join(store, "instances", id)
 	return filepath.Join(dir, "state"), os.MkdirAll(dir, 0o700)
 }
 

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -19,58 +18,25 @@ import (
 // unlink, so a crash during the sweep leaves only fewer leftovers. The
 // AOF directory sweeps its own when it is opened.
 func (i *Instance) sweep(pk platformKey) error {
+	type place struct{ dir, prefix string }
+	places := []place{
+		{i.dir, ""}, {i.DiskDir(DiskPersistence), ""}, {i.DiskDir(DiskOS), ""},
+		{filepath.Join(i.DiskDir(DiskOS), osdisk.TempDir), ""}, {filepath.Dir(filepath.Join(i.dir, legacyPlatformKey)), ""},
+	}
+	if !pk.readOnly {
+		places = append(places, place{filepath.Dir(pk.path), filepath.Base(pk.path) + atomicfile.TempMarker})
+	}
 	var removed []string
-	for _, dir := range []string{
-		i.dir, i.DiskDir(DiskPersistence), i.DiskDir(DiskOS), filepath.Join(i.DiskDir(DiskOS), osdisk.TempDir),
-		filepath.Dir(filepath.Join(i.dir, legacyPlatformKey)),
-	} {
-		names, err := removeTemps(dir, "")
+	for _, p := range places {
+		names, err := atomicfile.RemoveTempsOf(p.dir, p.prefix)
 		removed = append(removed, names...)
-		if err != nil {
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("removing temporary files a crash left: %w", err)
 		}
 	}
-	if pk.readOnly {
-		return i.reportSwept(removed)
-	}
-	own := filepath.Base(pk.path) + atomicfile.TempMarker
-	names, err := removeTemps(filepath.Dir(pk.path), own)
-	removed = append(removed, names...)
-	if err != nil {
-		return fmt.Errorf("removing temporary files a crash left: %w", err)
-	}
-	return i.reportSwept(removed)
-}
-
-// reportSwept emits one event naming the removed files, if any.
-func (i *Instance) reportSwept(removed []string) error {
 	if len(removed) > 0 {
 		i.emit(Event{Kind: EventSweep, Detail: fmt.Sprintf("removed %d temporary files a crash left: %s",
 			len(removed), strings.Join(removed, ", "))})
 	}
 	return nil
-}
-
-// removeTemps removes the temporary files in dir whose names start with
-// prefix and returns their paths. A missing dir holds none.
-func removeTemps(dir, prefix string) ([]string, error) {
-	ents, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var removed []string
-	for _, e := range ents {
-		if !e.Type().IsRegular() || !atomicfile.IsTemp(e.Name()) || !strings.HasPrefix(e.Name(), prefix) {
-			continue
-		}
-		p := filepath.Join(dir, e.Name())
-		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return removed, err
-		}
-		removed = append(removed, p)
-	}
-	return removed, nil
 }

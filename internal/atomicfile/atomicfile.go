@@ -162,18 +162,27 @@ func WriteFile(fsys FS, target string, data []byte, perm os.FileMode) error {
 // RemoveTemps deletes the temporary files a crash left in dir and returns
 // how many it removed.
 func RemoveTemps(dir string) (int, error) {
+	removed, err := RemoveTempsOf(dir, "")
+	return len(removed), err
+}
+
+// RemoveTempsOf deletes the temporary files in dir whose names start with
+// prefix ("" for all) and returns their paths.
+func RemoveTempsOf(dir, prefix string) ([]string, error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	n := 0
+	var removed []string
 	for _, e := range ents {
-		if e.Type().IsRegular() && IsTemp(e.Name()) {
-			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
-				return n, err
-			}
-			n++
+		if !e.Type().IsRegular() || !IsTemp(e.Name()) || !strings.HasPrefix(e.Name(), prefix) {
+			continue
 		}
+		p := filepath.Join(dir, e.Name())
+		if err := os.Remove(p); err != nil {
+			return removed, err
+		}
+		removed = append(removed, p)
 	}
-	return n, nil
+	return removed, nil
 }
