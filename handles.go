@@ -70,57 +70,36 @@ func (s *SnapshotReader) fail(err error) {
 	}
 }
 
-// reader returns the open reader, or why there is none; the caller holds
-// mu for reading.
-func (s *SnapshotReader) reader() (*rdb.Reader, error) {
+// withReader runs f on the open reader, holding it open meanwhile, or
+// returns why there is none.
+func withReader[T any](s *SnapshotReader, f func(*rdb.Reader) (T, error)) (T, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	if s.r == nil {
-		return nil, s.err
+		var zero T
+		return zero, s.err
 	}
-	return s.r, nil
+	return f(s.r)
 }
 
 // Read reads decrypted bytes; every segment is authenticated first.
 func (s *SnapshotReader) Read(p []byte) (int, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	r, err := s.reader()
-	if err != nil {
-		return 0, err
-	}
-	return r.Read(p)
+	return withReader(s, func(r *rdb.Reader) (int, error) { return r.Read(p) })
 }
 
 // ReadAt reads decrypted bytes at off.
 func (s *SnapshotReader) ReadAt(p []byte, off int64) (int, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	r, err := s.reader()
-	if err != nil {
-		return 0, err
-	}
-	return r.ReadAt(p, off)
+	return withReader(s, func(r *rdb.Reader) (int, error) { return r.ReadAt(p, off) })
 }
 
 // Seek sets the offset of the next Read.
 func (s *SnapshotReader) Seek(off int64, whence int) (int64, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	r, err := s.reader()
-	if err != nil {
-		return 0, err
-	}
-	return r.Seek(off, whence)
+	return withReader(s, func(r *rdb.Reader) (int64, error) { return r.Seek(off, whence) })
 }
 
 // WriteTo writes the decrypted snapshot from the current offset to w.
 func (s *SnapshotReader) WriteTo(w io.Writer) (int64, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	r, err := s.reader()
-	if err != nil {
-		return 0, err
-	}
-	return r.WriteTo(w)
+	return withReader(s, func(r *rdb.Reader) (int64, error) { return r.WriteTo(w) })
 }
 
 // Size returns the plaintext size, or -1 once the reader has failed.
